@@ -1,0 +1,59 @@
+#include "context.h"
+
+#include <algorithm>
+#include <thread>
+
+namespace lowbit {
+
+namespace {
+
+int64_t resolve_n_ctx(const Model& m, int64_t n_ctx) {
+    if (m.vocab_only()) fail("this model was loaded with vocab_only and cannot be evaluated");
+    if (n_ctx < 0 || n_ctx > (int64_t(1) << 24)) fail("n_ctx " + std::to_string(n_ctx) + " is out of range");
+    return n_ctx == 0 ? m.hparams().n_ctx_train : n_ctx;
+}
+
+int resolve_threads(int n) {
+    if (n < 0 || n > 1024) fail("n_threads " + std::to_string(n) + " is out of range");
+    return n == 0 ? int(std::max(1u, std::thread::hardware_concurrency())) : n;
+}
+
+}  // namespace
+
+Context::Context(const Model& model, const ContextParams& params)
+    : model_(model),
+      params_(params),
+      cache_(model.hparams().n_layer, resolve_n_ctx(model, params.n_ctx), model.hparams().n_embd_kv()),
+      pool_(resolve_threads(params.n_threads)) {
+    if (params_.n_batch <= 0) fail("n_batch must be positive");
+}
+
+void Context::eval(const int32_t* tokens, int64_t n, bool all_logits) {
+    if (n <= 0) fail("eval needs at least one token");
+    if (n_past_ + n > n_ctx())
+        fail("prompt of " + std::to_string(n_past_ + n) + " tokens does not fit in the context of " +
+             std::to_string(n_ctx()) + " tokens");
+    const int64_t n_vocab = model_.hparams().n_vocab;
+    n_logit_rows_ = all_logits ? n : 1;
+    logits_.resize(size_t(n_logit_rows_ * n_vocab));
+    for (int64_t done = 0; done < n; done += params_.n_batch) {
+        const int64_t k = std::min(params_.n_batch, n - done);
+        const bool last = done + k == n;
+        const int64_t n_out = all_logits ? k : (last ? 1 : 0);
+        float* out = all_logits ? logits_.data() + done * n_vocab : logits_.data();
+        if (n_out == 0) {
+            // an inner batch whose logits nobody wants: still run the classifier-free part
+            llama_forward(model_, cache_, ws_, pool_, tokens + done, k, n_past_, 0, nullptr);
+        } else {
+            llama_forward(model_, cache_, ws_, pool_, tokens + done, k, n_past_, n_out, out);
+        }
+        n_past_ += k;
+    }
+}
+
+void Context::rewind(int64_t n_past) {
+    if (n_past < 0 || n_past > n_past_) fail("cannot rewind to position " + std::to_string(n_past));
+    n_past_ = n_past;
+}
+
+}  // namespace lowbit

@@ -1,0 +1,5 @@
+// avx2 kernels, compiled with this ISA's flags and registered into the type table.
+#include "formats/registry.h"
+namespace lowbit {
+void register_avx2_kernels(TypeTable&) {}
+}  // namespace lowbit
