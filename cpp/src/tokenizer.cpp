@@ -226,8 +226,7 @@ void Tokenizer::load_merges(const std::vector<std::string>& merges) {
             if (lookup(*part) < 0)
                 throw FormatError("tokenizer merge #" + std::to_string(i) + " '" + m + "' uses unknown token '" + *part + "'");
         }
-        const uint64_t key = (uint64_t(uint32_t(lookup(left))) << 32) | uint32_t(lookup(right));
-        merges_.emplace(key, Merge{int32_t(i), symbol_id(left + right)});  // the first rank wins
+        merges_.insert(uint32_t(lookup(left)), uint32_t(lookup(right)), Merge{int32_t(i), symbol_id(left + right)});
     }
 }
 
@@ -460,66 +459,138 @@ std::vector<int32_t> Tokenizer::tokenize(const std::string& text, bool add_speci
     return out;
 }
 
-// GPT-2 byte-level BPE: pre-tokenize into words, then merge each word's bytes.
-void Tokenizer::tokenize_bpe(std::string_view text, std::vector<int32_t>& out) const {
-    const std::vector<uint32_t> cpts = unicode::decode_utf8(text);
-    std::vector<uint32_t> lengths;
-    unicode::pretokenize(pre_, cpts, lengths);
-    std::string word;  // re-encoded: invalid input bytes have become U+FFFD
-    size_t pos = 0;
-    for (uint32_t len : lengths) {
-        word.clear();
-        for (size_t i = pos; i < pos + len; ++i) unicode::append_utf8(word, cpts[i]);
-        pos += len;
-        bpe_word(word, out);
-    }
+void Tokenizer::MergeTable::reserve(size_t n) {
+    int bits = 4;
+    while ((size_t(1) << bits) < 2 * n) ++bits;  // load factor <= 1/2
+    slots_.assign(size_t(1) << bits, Slot{kEmpty, Merge{0, 0}});
+    mask_ = (size_t(1) << bits) - 1;
+    shift_ = 64 - bits;
+}
+
+size_t Tokenizer::MergeTable::slot_of(uint64_t key) const {
+    size_t i = size_t((key * 0x9E3779B97F4A7C15ull) >> shift_);  // Fibonacci hashing: top bits
+    while (slots_[i].key != kEmpty && slots_[i].key != key) i = (i + 1) & mask_;
+    return i;
+}
+
+bool Tokenizer::MergeTable::insert(uint32_t left, uint32_t right, Merge m) {
+    const uint64_t key = (uint64_t(left) << 32) | right;
+    Slot& slot = slots_[slot_of(key)];
+    if (slot.key == key) return false;
+    slot = Slot{key, m};
+    return true;
+}
+
+const Tokenizer::Merge* Tokenizer::MergeTable::find(uint32_t left, uint32_t right) const {
+    if (slots_.empty()) return nullptr;
+    const uint64_t key = (uint64_t(left) << 32) | right;
+    const Slot& slot = slots_[slot_of(key)];
+    return slot.key == key ? &slot.merge : nullptr;
 }
 
 namespace {
 
 struct BpeSymbol {
-    int32_t id;          // symbol id (token id when < n_vocab)
-    int32_t prev, next;  // neighbours in the word, -1 at the ends
-    uint32_t start, len; // bytes of the word; len 0 once merged away
+    int32_t id;           // symbol id (token id when < n_vocab)
+    int32_t prev, next;   // neighbours in the word, -1 at the ends
+    uint32_t start, len;  // bytes of the word; len 0 once merged away
 };
 
 struct BpePair {
     int32_t rank, left, right, left_id, right_id, result;
-    // priority_queue is a max-heap: "less" = lower priority = higher rank, then further right
+    // heaps are max-heaps: "less" = lower priority = higher rank, then further right
     bool operator<(const BpePair& o) const { return rank != o.rank ? rank > o.rank : left > o.left; }
 };
 
 }  // namespace
 
+struct Tokenizer::BpeScratch {
+    std::string word;     // current word, re-encoded (invalid input bytes are U+FFFD now)
+    std::string encoded;  // its GPT-2 characters, when needed
+    std::vector<BpeSymbol> syms;
+    std::vector<BpePair> heap;
+};
+
+namespace {
+
+// Word -> ids seen earlier in the same call. Long texts repeat words a lot (Zipf), so
+// this skips most BPE work there; being per call it needs no locking.
+class WordMemo {
+  public:
+    bool replay(const std::string& word, std::vector<int32_t>& out) const {
+        const auto it = index_.find(word);
+        if (it == index_.end()) return false;
+        const auto first = ids_.begin() + it->second.first;
+        out.insert(out.end(), first, first + it->second.second);
+        return true;
+    }
+    void record(const std::string& word, const int32_t* ids, size_t n) {
+        index_.emplace(word, std::make_pair(uint32_t(ids_.size()), uint32_t(n)));
+        ids_.insert(ids_.end(), ids, ids + n);
+    }
+
+  private:
+    std::unordered_map<std::string, std::pair<uint32_t, uint32_t>> index_;  // word -> (first, count)
+    std::vector<int32_t> ids_;
+};
+
+constexpr size_t kMemoMinWords = 256;  // below this a memo costs more than it saves
+
+}  // namespace
+
+// GPT-2 byte-level BPE: pre-tokenize into words, then merge each word's bytes.
+void Tokenizer::tokenize_bpe(std::string_view text, std::vector<int32_t>& out) const {
+    const std::vector<uint32_t> cpts = unicode::decode_utf8(text);
+    std::vector<uint32_t> lengths;
+    unicode::pretokenize(pre_, cpts, lengths);
+    BpeScratch scratch;
+    WordMemo memo;
+    const bool use_memo = lengths.size() >= kMemoMinWords;
+    size_t pos = 0;
+    for (uint32_t len : lengths) {
+        scratch.word.clear();
+        for (size_t i = pos; i < pos + len; ++i) unicode::append_utf8(scratch.word, cpts[i]);
+        pos += len;
+        if (use_memo && memo.replay(scratch.word, out)) continue;
+        const size_t before = out.size();
+        bpe_word(scratch.word, scratch, out);
+        if (use_memo) memo.record(scratch.word, out.data() + before, out.size() - before);
+    }
+}
+
 // Merge the lowest-ranked adjacent pair (leftmost on ties) until none is left, exactly
 // llama.cpp's llm_tokenizer_bpe_session, on symbol ids instead of strings.
-void Tokenizer::bpe_word(std::string_view word, std::vector<int32_t>& out) const {
+void Tokenizer::bpe_word(std::string_view word, BpeScratch& scratch, std::vector<int32_t>& out) const {
     if (ignore_merges_) {
-        std::string encoded;
-        for (unsigned char b : word) encoded += byte_chars_[b];
-        const int32_t id = lookup(encoded);
+        scratch.encoded.clear();
+        for (unsigned char b : word) scratch.encoded += byte_chars_[b];
+        const int32_t id = lookup(scratch.encoded);
         if (id >= 0) {
             out.push_back(id);
             return;
         }
     }
-    std::vector<BpeSymbol> syms(word.size());
+    std::vector<BpeSymbol>& syms = scratch.syms;
+    std::vector<BpePair>& heap = scratch.heap;
+    syms.resize(word.size());
     for (size_t i = 0; i < word.size(); ++i) {
         syms[i] = {byte_symbol_[uint8_t(word[i])], int32_t(i) - 1, i + 1 < word.size() ? int32_t(i + 1) : -1,
                    uint32_t(i), 1};
     }
-    std::priority_queue<BpePair> queue;
+    heap.clear();
     auto try_pair = [&](int32_t left, int32_t right) {
         if (left < 0 || right < 0) return;
-        const auto it = merges_.find((uint64_t(uint32_t(syms[left].id)) << 32) | uint32_t(syms[right].id));
-        if (it != merges_.end())
-            queue.push({it->second.rank, left, right, syms[left].id, syms[right].id, it->second.result});
+        if (const Merge* m = merges_.find(uint32_t(syms[left].id), uint32_t(syms[right].id))) {
+            heap.push_back({m->rank, left, right, syms[left].id, syms[right].id, m->result});
+            std::push_heap(heap.begin(), heap.end());
+        }
     };
     for (int32_t i = 1; i < int32_t(syms.size()); ++i) try_pair(i - 1, i);
 
-    while (!queue.empty()) {
-        const BpePair p = queue.top();
-        queue.pop();
+    while (!heap.empty()) {
+        std::pop_heap(heap.begin(), heap.end());
+        const BpePair p = heap.back();
+        heap.pop_back();
         BpeSymbol& l = syms[p.left];
         BpeSymbol& r = syms[p.right];
         if (l.len == 0 || r.len == 0 || l.next != p.right || l.id != p.left_id || r.id != p.right_id) continue;  // stale

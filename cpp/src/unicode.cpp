@@ -396,14 +396,21 @@ size_t match_ws_opt_run(const Chunk& c, size_t pos, Pred in_class) {
     return run_end(c, pos, in_class);
 }
 
+// llama.cpp runs regexes without \p{..} through std::wregex on a copy of the text where
+// non-ASCII whitespace reads as U+000B (wregex's \s only knows ASCII).
+uint32_t wregex_view(const Chunk& c, size_t i) {
+    const uint32_t x = c.cpt(i);
+    return (x > 0x7F && c.has(i, kWhitespace)) ? 0x0B : x;
+}
+
 bool is_number(const Chunk& c, size_t i) { return c.has(i, kNumber); }
 bool is_letter(const Chunk& c, size_t i) { return c.has(i, kLetter); }
 bool is_punct(const Chunk& c, size_t i) { return c.has(i, kPunctuation); }
 bool is_cr_lf(const Chunk& c, size_t i) { return c.cpt(i) == '\r' || c.cpt(i) == '\n'; }
 
-// [一-龥ࠀ-一가-퟿]
+// [一-龥ࠀ-一가-퟿] (a wregex: U+0800..U+4E00 holds whitespace such as U+1680)
 bool is_cjk_hangul(const Chunk& c, size_t i) {
-    const uint32_t x = c.cpt(i);
+    const uint32_t x = wregex_view(c, i);
     return (x >= 0x4E00 && x <= 0x9FA5) || (x >= 0x0800 && x <= 0x4E00) || (x >= 0xAC00 && x <= 0xD7FF);
 }
 
@@ -466,13 +473,6 @@ const uint32_t kDeepseekLetters[][2] = {
     {0xFF21, 0xFF3A}, {0xFF41, 0xFF5A}, {0x10400, 0x1044F}, {0x104B0, 0x104D3}, {0x104D8, 0x104FB},
     {0x10C80, 0x10CB2}, {0x10CC0, 0x10CF2}, {0x118A0, 0x118DF}, {0x1E900, 0x1E943},
 };
-
-// llama.cpp runs regexes without \p{..} through std::wregex on a copy of the text where
-// non-ASCII whitespace reads as U+000B (wregex's \s only knows ASCII).
-uint32_t wregex_view(const Chunk& c, size_t i) {
-    const uint32_t x = c.cpt(i);
-    return (x > 0x7F && c.has(i, kWhitespace)) ? 0x0B : x;
-}
 
 bool is_deepseek_letter(const Chunk& c, size_t i) {
     const uint32_t x = wregex_view(c, i);

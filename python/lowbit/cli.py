@@ -142,6 +142,15 @@ def cmd_perplexity(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(a: argparse.Namespace) -> int:
+    from . import bench
+    from .models import resolve_model_path
+    results = bench.run(resolve_model_path(a.model), n_prompt=a.n_prompt, n_gen=a.n_gen, n_threads=a.threads,
+                        reps=a.repetitions)
+    print(bench.to_json(results) if a.json else bench.format_table(results))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lowbit", description="Run and quantize GGUF language models.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -173,6 +182,15 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("-t", "--threads", type=int, default=None)
     pp.add_argument("--chunks", type=int, default=None, help="score only the first N chunks")
     pp.set_defaults(func=cmd_perplexity)
+
+    b = sub.add_parser("bench", help="speed in llama-bench's form (pp512 / tg128)")
+    _add_model(b)
+    b.add_argument("-p", "--n-prompt", type=int, default=512, help="prompt tokens (0 skips the test)")
+    b.add_argument("-n", "--n-gen", type=int, default=128, help="generated tokens (0 skips the test)")
+    b.add_argument("-t", "--threads", type=int, default=None)
+    b.add_argument("-r", "--repetitions", type=int, default=5)
+    b.add_argument("--json", action="store_true", help="print llama-bench-style JSON")
+    b.set_defaults(func=cmd_bench)
     return p
 
 

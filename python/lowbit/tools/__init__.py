@@ -1,0 +1,1 @@
+"""Developer tools shipped with lowbit (random-weight models for benchmarks, ...)."""

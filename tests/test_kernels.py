@@ -1,0 +1,208 @@
+"""SIMD dot kernels against the scalar reference, format by format and ISA by ISA.
+
+Every run draws fresh random inputs; the seed is printed (and named in every failure)
+and LOWBIT_TEST_SEED=<n> replays a run.  ISAs above what this CPU supports are skipped.
+
+What "matches" means.  Quantized dots: each block's integer dot is exact in both paths,
+only the float combination sum_b float(sumi_b) * d_b (+ min terms) is added up in a
+different order (lanes, FMA).  Float dots: the reference adds float products in double,
+the SIMD kernels add in float lanes.  For m float additions the error of either order
+is at most about m * 2^-24 * S with S = sum of the absolute values of the terms (Higham,
+Accuracy and Stability of Numerical Algorithms, 4.2), so we allow
+    |simd - scalar| <= (m + 16) * 2^-23 * S  (+ n * 2^-148 for products in the float
+                                               subnormal range, which the reference
+                                               rounds before adding and FMA does not)
+where S is bounded from the dequantized rows: S <= sum_i (|w_i| + max_block |w|) * |a_i|
+(the max term covers the per-block offsets of Q4_1/Q5_1/K-quant mins, whose integer and
+min parts are summed separately).  m is n for float types (8 lanes at least, so that is
+generous) and n / 16 + 16 for block formats (at most one float term per 16 elements).
+A wrong nibble, a lost block or a saturated i16 moves the result by ~S / n_blocks, far
+outside this bound for the sizes tested; integer-valued float inputs are also checked
+for exact equality.
+"""
+import glob
+import importlib.util
+import os
+import random
+import sys
+
+import numpy as np
+import pytest
+
+
+def _load_core():
+    try:
+        from lowbit import _core
+
+        return _core
+    except ImportError:
+        pass
+    # The package may not import while other parts are unfinished: load the extension
+    # module by itself from LOWBIT_CORE_DIR or a lowbit/ folder on sys.path.
+    dirs = [os.environ.get("LOWBIT_CORE_DIR", "")] + [os.path.join(p, "lowbit") for p in sys.path]
+    for d in dirs:
+        for path in glob.glob(os.path.join(d, "_core*.so")) if d else []:
+            spec = importlib.util.spec_from_file_location("_core", path)
+            mod = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(mod)
+            return mod
+    pytest.skip("lowbit._core is not built", allow_module_level=True)
+
+
+_core = _load_core()
+
+SEED = int(os.environ.get("LOWBIT_TEST_SEED", random.SystemRandom().randrange(2**31)))
+print(f"\ntest_kernels: LOWBIT_TEST_SEED={SEED}")
+
+ISA_ORDER = ["scalar", "avx2", "avx512", "amx"]
+SIMD_ISAS = ["avx2", "avx512", "amx"]
+DETECTED = _core.detected_isa()
+
+FLOAT_TYPES = ["F32", "F16", "BF16"]
+LEGACY_TYPES = ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0"]
+LATER_TYPES = ["Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL", "IQ4_XS", "TQ1_0", "TQ2_0", "MXFP4"]
+ALL_TYPES = FLOAT_TYPES + LEGACY_TYPES + LATER_TYPES
+# Formats that must have their own kernel on every SIMD ISA the CPU has.
+REQUIRED_SIMD = FLOAT_TYPES + LEGACY_TYPES
+
+
+def _known(t):
+    return t in _core.type_names()
+
+
+def _skip_unless_runnable(t, isa):
+    if ISA_ORDER.index(isa) > ISA_ORDER.index(DETECTED):
+        pytest.skip(f"this CPU supports at most {DETECTED}")
+    if not _known(t):
+        pytest.skip(f"{t} is not in the registry yet")
+    info = _core.type_info(t)
+    if not info["can_quantize"] or not _core.type_info(info["vec_dot_type"])["can_quantize"]:
+        pytest.skip(f"{t} or its activation type {info['vec_dot_type']} cannot be quantized")
+    if "scalar" not in info["kernels"]:
+        pytest.skip(f"{t} has no scalar reference kernel")
+    return info
+
+
+def _sizes(bs):
+    if bs == 1:
+        return [1, 3, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 100, 257, 1000, 4096, 4099]
+    if bs == 32:
+        # 1..8 blocks (all tail / one group), 9 (group + tail), long rows
+        return [32 * k for k in (1, 2, 3, 7, 8, 9, 15, 16, 17, 33, 128, 133)] + [11008]
+    return [bs * k for k in (1, 2, 3, 5, 8, 9, 16, 17)]
+
+
+def _cases(rng, n, bs):
+    """(name, weights, activations) with a range of shapes and extremes."""
+    nb = n // bs
+    blk = lambda v: np.repeat(v, bs)[:n]  # noqa: E731
+    g = lambda: rng.standard_normal(n)  # noqa: E731
+    out = [
+        ("normal", g(), g()),
+        ("uniform", rng.uniform(-1, 1, n), rng.uniform(-3, 1, n)),
+        ("positive", rng.uniform(0, 2, n), rng.uniform(0, 2, n)),
+        ("per-block scales 1e-3..1e3", g() * blk(10 ** rng.uniform(-3, 3, nb)), g() * blk(10 ** rng.uniform(-3, 3, nb))),
+        ("outliers", g() * np.where(rng.random(n) < 0.02, 100.0, 1.0), g()),
+        # every element at +-amax: codes at the ends of their ranges (i16 saturation stress)
+        ("all +-max", rng.choice([-1.0, 1.0], n), rng.choice([-1.0, 1.0], n)),
+        ("all +max", np.ones(n), np.ones(n)),
+        ("all -max", -np.ones(n), np.ones(n)),
+        ("w +max, a -max", np.ones(n), -np.ones(n)),
+        ("zeros", np.zeros(n), g()),
+        ("zero activations", g(), np.zeros(n)),
+        ("constant block", blk(rng.standard_normal(nb)), g()),
+        ("large 1e4", g() * 1e4, g() * 1e4),
+        ("tiny 1e-5 (fp16 subnormal scales)", g() * 1e-5, g() * 1e-5),
+    ]
+    spike = np.zeros(n)
+    spike[rng.integers(n)] = 5.0
+    out.append(("one-hot", spike, g()))
+    return out
+
+
+def _s_bound(w, a, bs):
+    """Upper bound on the sum of |float terms| from the dequantized rows (float64)."""
+    w = np.abs(w.astype(np.float64))
+    a = np.abs(a.astype(np.float64))
+    if bs == 1:
+        return 2.0 * float(np.sum(w * a))
+    wb, ab = w.reshape(-1, bs), a.reshape(-1, bs)
+    return float(np.sum(wb * ab) + 2.0 * np.sum(wb.max(axis=1) * ab.sum(axis=1)))
+
+
+def _check(t, isa, info, n, name, w, a):
+    bs = info["block_size"]
+    wq = _core.quantize(t, w.astype(np.float32).reshape(1, -1)).tobytes()
+    aq = _core.quantize(info["vec_dot_type"], a.astype(np.float32).reshape(1, -1)).tobytes()
+    ref = _core.vec_dot(t, "scalar", wq, aq, n)
+    got = _core.vec_dot(t, isa, wq, aq, n)
+    where = f"{t} {isa} n={n} case '{name}' (LOWBIT_TEST_SEED={SEED})"
+    if not np.isfinite(ref) or not np.isfinite(got):
+        same = (np.isnan(ref) and np.isnan(got)) or ref == got
+        assert same, f"{where}: scalar {ref!r} vs {got!r}"
+        return
+    wd = _core.dequantize(t, np.frombuffer(wq, np.uint8), n)
+    ad = _core.dequantize(info["vec_dot_type"], np.frombuffer(aq, np.uint8), n)
+    s = _s_bound(wd, ad, bs)
+    m = n if bs == 1 else n // 16 + 16
+    tol = (m + 16) * 2.0**-23 * s + n * 2.0**-148
+    assert abs(got - ref) <= tol, f"{where}: scalar {ref!r} vs {got!r}, |diff| {abs(got - ref):.3g} > bound {tol:.3g}"
+
+
+@pytest.mark.parametrize("isa", SIMD_ISAS)
+@pytest.mark.parametrize("t", ALL_TYPES)
+def test_simd_matches_scalar(t, isa):
+    info = _skip_unless_runnable(t, isa)
+    rng = np.random.default_rng([SEED, ALL_TYPES.index(t), ISA_ORDER.index(isa)])
+    for n in _sizes(info["block_size"]):
+        for name, w, a in _cases(rng, n, info["block_size"]):
+            _check(t, isa, info, n, name, w, a)
+
+
+@pytest.mark.parametrize("isa", SIMD_ISAS)
+@pytest.mark.parametrize("t", FLOAT_TYPES)
+def test_float_dots_exact_on_integers(t, isa):
+    """Small integers: every partial sum is exact, so any order gives the same float."""
+    info = _skip_unless_runnable(t, isa)
+    rng = np.random.default_rng([SEED, 99, ALL_TYPES.index(t), ISA_ORDER.index(isa)])
+    for n in _sizes(1):
+        w = rng.integers(-16, 17, n).astype(np.float32)
+        a = rng.integers(-16, 17, n).astype(np.float32)
+        wq = _core.quantize(t, w.reshape(1, -1)).tobytes()
+        aq = _core.quantize(t, a.reshape(1, -1)).tobytes()
+        exact = float(np.dot(w.astype(np.float64), a.astype(np.float64)))
+        got = _core.vec_dot(t, isa, wq, aq, n)
+        assert got == exact, f"{t} {isa} n={n}: {got} != {exact} (LOWBIT_TEST_SEED={SEED})"
+
+
+@pytest.mark.parametrize("isa", SIMD_ISAS)
+@pytest.mark.parametrize("t", FLOAT_TYPES)
+def test_float_dots_wide_range(t, isa):
+    """Magnitudes from 1e-20 to 1e15 (float products down in the subnormals)."""
+    info = _skip_unless_runnable(t, isa)
+    rng = np.random.default_rng([SEED, 7, ALL_TYPES.index(t), ISA_ORDER.index(isa)])
+    lo, hi = (-20, 15) if t != "F16" else (-7, 4)
+    for n in (17, 255, 4096):
+        w = rng.choice([-1, 1], n) * 10 ** rng.uniform(lo, hi, n)
+        a = rng.choice([-1, 1], n) * 10 ** rng.uniform(lo, hi, n)
+        _check(t, isa, info, n, "wide range", w, a)
+
+
+@pytest.mark.parametrize("isa", SIMD_ISAS)
+def test_required_formats_have_simd_kernels(isa):
+    if ISA_ORDER.index(isa) > ISA_ORDER.index(DETECTED):
+        pytest.skip(f"this CPU supports at most {DETECTED}")
+    want = isa if isa != "amx" else "avx512"  # AMX adds GEMM, not dots; avx512 dots serve it
+    missing = [t for t in REQUIRED_SIMD if _known(t) and want not in _core.type_info(t)["kernels"]]
+    assert not missing, f"no {want} dot kernel for {missing}"
+
+
+def test_isas_above_cpu_are_refused():
+    above = ISA_ORDER[ISA_ORDER.index(DETECTED) + 1 :]
+    if not above:
+        pytest.skip("this CPU supports every ISA lowbit knows")
+    w = _core.quantize("Q8_0", np.ones((1, 32), np.float32)).tobytes()
+    for isa in above:
+        with pytest.raises(Exception):
+            _core.vec_dot("Q8_0", isa, w, w, 32)
+        assert isa not in _core.type_info("Q8_0")["kernels"], f"{isa} kernels registered on a CPU without {isa}"
