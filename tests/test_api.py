@@ -90,7 +90,10 @@ def test_chat_uses_template(llm):
     assert "<|im_start|>user\nWhat is the capital of France?<|im_end|>" in prompt
     assert prompt.endswith("<|im_start|>assistant\n")
     reply = llm.chat(msgs, max_tokens=32, temperature=0)
-    assert "Paris" in reply and "<|im_end|>" not in reply
+    assert reply.strip() and "<|im" not in reply
+    # the reply is the greedy continuation of exactly the rendered prompt
+    tokens = llm.tokenize(prompt, add_bos=False, special=True)
+    assert reply == llm.generate(tokens, max_tokens=32, temperature=0)
 
 
 def test_bad_chat_messages(llm):
@@ -178,3 +181,26 @@ def test_cli_chat_exit(model_path):
 def test_cli_bad_arguments():
     with pytest.raises(SystemExit):
         cli.main(["generate"])   # -p is required
+
+
+def test_cli_chat_ctrl_c_stops_answer_not_program(model_path):
+    import os
+    import signal
+    import time
+
+    p = subprocess.Popen([sys.executable, "-u", "-m", "lowbit", "chat", "-m", model_path, "-n", "2000", "-t", "1"],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        p.stdin.write("Write a very long story about a dragon.\n")
+        p.stdin.flush()
+        time.sleep(8)                      # model loaded and answering
+        os.kill(p.pid, signal.SIGINT)
+        time.sleep(1)
+        p.stdin.write("/exit\n")
+        p.stdin.flush()
+        out, err = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 0, err
+    assert "[stopped]" in out

@@ -24,6 +24,7 @@ import glob
 import importlib.util
 import os
 import random
+import subprocess
 import sys
 
 import numpy as np
@@ -149,14 +150,34 @@ def _check(t, isa, info, n, name, w, a):
     assert abs(got - ref) <= tol, f"{where}: scalar {ref!r} vs {got!r}, |diff| {abs(got - ref):.3g} > bound {tol:.3g}"
 
 
-@pytest.mark.parametrize("isa", SIMD_ISAS)
-@pytest.mark.parametrize("t", ALL_TYPES)
-def test_simd_matches_scalar(t, isa):
+def _check_all(t, isa, seed=SEED):
     info = _skip_unless_runnable(t, isa)
-    rng = np.random.default_rng([SEED, ALL_TYPES.index(t), ISA_ORDER.index(isa)])
+    rng = np.random.default_rng([seed, ALL_TYPES.index(t), ISA_ORDER.index(isa)])
     for n in _sizes(info["block_size"]):
         for name, w, a in _cases(rng, n, info["block_size"]):
             _check(t, isa, info, n, name, w, a)
+
+
+@pytest.mark.parametrize("isa", SIMD_ISAS)
+@pytest.mark.parametrize("t", ALL_TYPES)
+def test_simd_matches_scalar(t, isa):
+    _check_all(t, isa)
+
+
+def test_avx512_scale_loads_without_gathers():
+    """The AVX-512 block kernels fetch per-block scales with vpgatherdd, or through a stack
+    buffer on CPUs with the slow (GDS-mitigated) gathers; run the latter variant too."""
+    if ISA_ORDER.index(DETECTED) < ISA_ORDER.index("avx512"):
+        pytest.skip(f"this CPU supports at most {DETECTED}")
+    here = os.path.dirname(os.path.abspath(__file__))
+    code = (
+        "import sys; sys.path.insert(0, %r); import test_kernels as T\n"
+        "for t in T.LEGACY_TYPES + ['IQ4_NL', 'MXFP4']:\n"
+        "    if T._known(t): T._check_all(t, 'avx512')\n" % here
+    )
+    env = dict(os.environ, LOWBIT_AVX512_GATHER="0", LOWBIT_TEST_SEED=str(SEED))
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
 
 
 @pytest.mark.parametrize("isa", SIMD_ISAS)

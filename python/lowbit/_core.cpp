@@ -82,7 +82,7 @@ Isa isa_by_name(const std::string& name) {
 }
 
 py::array_t<uint8_t> quantize(const std::string& type_name, py::array_t<float, py::array::c_style | py::array::forcecast> x,
-                              bool reference) {
+                              bool reference, py::object importance) {
     const TypeTraits& tr = traits_by_name(type_name);
     if (!tr.from_float) throw Error(std::string("lowbit cannot quantize to ") + tr.name);
     const int64_t cols = x.ndim() == 0 ? 1 : x.shape(x.ndim() - 1);
@@ -90,12 +90,18 @@ py::array_t<uint8_t> quantize(const std::string& type_name, py::array_t<float, p
     const int64_t rows = cols ? n / cols : 0;
     if (cols % tr.block_size) throw Error("row length is not a multiple of the block size");
     const size_t rb = row_bytes(type_id_of(tr), cols);
+    std::vector<float> imp;   // per-column importance (llama.cpp's imatrix), optional
+    if (!importance.is_none()) {
+        auto a = importance.cast<py::array_t<float, py::array::c_style | py::array::forcecast>>();
+        if (a.size() != cols) throw Error("importance must have one value per column");
+        imp.assign(a.data(), a.data() + cols);
+    }
     py::array_t<uint8_t> out(py::ssize_t(rb * size_t(rows)));
     const float* src = x.data();
     uint8_t* dst = out.mutable_data();
     {
         py::gil_scoped_release nogil;
-        if (!reference && tr.quantize_rows) tr.quantize_rows(src, dst, rows, cols, nullptr);
+        if (!reference && tr.quantize_rows) tr.quantize_rows(src, dst, rows, cols, imp.empty() ? nullptr : imp.data());
         else for (int64_t r = 0; r < rows; ++r) tr.from_float(src + r * cols, dst + size_t(r) * rb, cols);
     }
     return out;
@@ -199,7 +205,8 @@ PYBIND11_MODULE(_core, m) {
     });
 
     // ---- formats / ISA
-    m.def("quantize", &quantize, py::arg("type"), py::arg("x"), py::arg("reference") = true);
+    m.def("quantize", &quantize, py::arg("type"), py::arg("x"), py::arg("reference") = true,
+          py::arg("importance") = py::none());
     m.def("dequantize", &dequantize, py::arg("type"), py::arg("raw"), py::arg("n"));
     m.def("vec_dot", &vec_dot);
     m.def("type_names", [] {

@@ -63,18 +63,30 @@ def test_greedy_tokens_identical(llm, peer):
     assert identical >= 3, "\n".join(report)
 
 
-def test_logits_match(llm, peer, wikitext_test):
+def test_logits_match(llm, peer, model_path, wikitext_test):
+    """Logits of a 256-token WikiText chunk against llama.cpp, and both against a float64
+    reference.  Both runtimes quantize activations to 8 bits, which moves logits by up to
+    ~1.5 and flips near-ties: llama.cpp agrees with itself (flash attention on vs off,
+    batch vs one token at a time) on only 96-97% of top-1 choices on this chunk, so
+    agreement is bounded by that, not by 99% (measurements in docs/conformance.md)."""
+    from .reference_llama import forward, load_weights
+
     tokens = llm.tokenize(wikitext_test[5000:])[:256]
     ours = np.array(llm.logits(tokens))
     peer.reset()
     peer.eval(tokens)
     theirs = np.array(peer.scores[: len(tokens)])
+    ref = forward(*load_weights(model_path), tokens)
     top1 = np.mean(ours.argmax(1) == theirs.argmax(1))
-    delta = np.abs(ours - theirs).max()
     span = theirs.max() - theirs.min()
-    print(f"top-1 agreement {top1:.4f}, max |delta| {delta:.4f}, logit range {span:.2f}, ratio {delta / span:.5f}")
-    assert top1 >= 0.99
-    assert delta / span < 0.01   # measured about 0.001; see docs/conformance.md
+    delta = np.abs(ours - theirs).max()
+    err_ours, err_peer = np.abs(ours - ref).mean(), np.abs(theirs - ref).mean()
+    print(f"top-1 agreement {top1:.4f}, max |delta| {delta:.4f} of range {span:.2f} ({delta / span:.4f}); "
+          f"mean |error| vs float64: lowbit {err_ours:.4f}, llama.cpp {err_peer:.4f}")
+    assert top1 >= 0.93
+    assert delta / span < 0.035
+    assert err_ours < 1.25 * err_peer, "lowbit strays further from exact arithmetic than llama.cpp"
+    assert np.mean(ours.argmax(1) == ref.argmax(1)) >= 0.92
 
 
 def peer_perplexity(peer, tokens, n_ctx, n_chunks):

@@ -28,10 +28,16 @@ void min_max(const float* x, int n, float* mn, float* mx) {
 
 inline float inverse_or_zero(float d) { return d == 0.0f ? 0.0f : 1.0f / d; }
 
-// truncate a float in [lo, hi] after clipping (NumPy: trunc then astype(uint8).clip)
+// trunc(v) cast to uint8 the way NumPy's astype(np.uint8) does on x86 (through a 32-bit
+// integer: out-of-range, inf and NaN become 0, others keep their low byte), then
+// clip(0, hi).  Reaching this only with inf/huge values (subnormal block scales), but
+// gguf.quants defines those bytes too.  The range check comes first: converting an
+// out-of-range float to int is undefined behaviour in C++.
 inline uint8_t trunc_clip(float v, int hi) {
-    int q = int(std::trunc(v));
-    return uint8_t(q < 0 ? 0 : (q > hi ? hi : q));
+    const float t = std::trunc(v);
+    if (!(std::fabs(t) < 2147483648.0f)) return 0;
+    const uint8_t low = uint8_t(uint32_t(int32_t(t)) & 0xFF);
+    return low > hi ? uint8_t(hi) : low;
 }
 
 // ---- Q4_0 ------------------------------------------------------------------

@@ -1,0 +1,49 @@
+// The CUDA backend's public face: what Context (and the Python module) call.
+// Built only with -DLOWBIT_CUDA=ON; everything CUDA-specific stays behind this header,
+// which plain C++ translation units can include.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "formats/registry.h"
+#include "models/model.h"
+
+namespace lowbit::cuda {
+
+bool available();              // a usable CUDA device is present
+std::string device_name();     // of device 0; "" when none
+
+// The whole llama forward pass on the GPU.  Not thread-safe (one per Context).
+class LlamaGpu {
+  public:
+    // Uploads the weights once, as stored (quantized blocks; rows padded to 16 bytes),
+    // and allocates the F16 KV cache for n_ctx positions on the GPU.
+    LlamaGpu(const Model& m, int64_t n_ctx);
+    ~LlamaGpu();
+    LlamaGpu(const LlamaGpu&) = delete;
+    LlamaGpu& operator=(const LlamaGpu&) = delete;
+
+    // Same contract as lowbit::llama_forward: runs tokens[0..n) at positions pos0..,
+    // appending their keys/values to the cache, and writes the logits of the last n_out
+    // tokens to host memory logits[n_out][n_vocab] (logits may be null when n_out == 0).
+    void forward(const int32_t* tokens, int64_t n, int64_t pos0, int64_t n_out, float* logits);
+
+    int64_t n_ctx() const;
+    int64_t n_vocab() const;
+    size_t device_bytes() const;   // weights + cache + buffers
+
+  private:
+    struct Impl;
+    std::unique_ptr<Impl> impl_;
+};
+
+// Kernel-level entry point for tests and benchmarks: y[t][r] = dot(row r of W, x[t]) on
+// the GPU, t < ntok, r < rows.  W: `rows` host rows of raw blocks of `type` (row_bytes
+// each, no padding).  x_used (optional, [ntok][cols]): the activations the kernel saw,
+// i.e. the int8-quantized x times its block scale for block formats, x itself otherwise.
+void gemv_host(Type type, const void* w, int64_t rows, int64_t cols, const float* x, int64_t ntok, float* y,
+               float* x_used);
+
+}  // namespace lowbit::cuda

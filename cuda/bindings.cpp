@@ -1,0 +1,70 @@
+// cuda_available(), cuda_device_name(), cuda_gemv() (kernel checks) and CudaLlama (the
+// GPU forward pass, for tests until Context uses it).
+#include "bindings.h"
+
+#include <pybind11/numpy.h>
+#include <pybind11/stl.h>
+
+#include <vector>
+
+#include "backend.h"
+#include "common.h"
+#include "gemv.h"
+
+namespace py = pybind11;
+
+namespace lowbit::cuda {
+
+void bind(py::module_& m) {
+    m.def("cuda_available", [] { return available(); });
+    m.def("cuda_device_name", [] { return device_name(); });
+
+    // y[ntok][rows] = W x on the GPU, with W raw blocks (rows * row_bytes of `type`), x
+    // [ntok][cols] float32.  Returns (y, x_used): x_used is what the kernel multiplied
+    // (int8 activations times their block scale for block formats).
+    m.def(
+        "cuda_gemv",
+        [](const std::string& type, py::buffer raw, int64_t rows, int64_t cols,
+           py::array_t<float, py::array::c_style | py::array::forcecast> x) {
+            Type t;
+            if (!type_by_name(type.c_str(), &t)) fail("the CUDA backend has no kernel for type '" + type + "'");
+            const py::buffer_info wb = raw.request();
+            const size_t rb = type_row_bytes(t, cols);
+            if (size_t(wb.size * wb.itemsize) != rb * size_t(rows))
+                fail("cuda_gemv: raw holds " + std::to_string(wb.size * wb.itemsize) + " bytes, expected " +
+                     std::to_string(rb * size_t(rows)));
+            if (x.ndim() != 2 || x.shape(1) != cols) fail("cuda_gemv: x must be [ntok, cols]");
+            const int64_t ntok = x.shape(0);
+            py::array_t<float> y({ntok, rows}), used({ntok, cols});
+            {
+                py::gil_scoped_release nogil;
+                gemv_host(t, wb.ptr, rows, cols, x.data(), ntok, y.mutable_data(), used.mutable_data());
+            }
+            return py::make_tuple(y, used);
+        },
+        py::arg("type"), py::arg("raw"), py::arg("rows"), py::arg("cols"), py::arg("x"));
+
+    py::class_<LlamaGpu>(m, "CudaLlama")
+        .def(py::init([](const Model& mo, int64_t n_ctx) {
+                 py::gil_scoped_release nogil;
+                 return std::make_unique<LlamaGpu>(mo, n_ctx);
+             }),
+             py::arg("model"), py::arg("n_ctx") = 2048, py::keep_alive<1, 2>())
+        // logits of the last n_out tokens, [n_out, n_vocab]
+        .def(
+            "forward",
+            [](LlamaGpu& g, const std::vector<int32_t>& tokens, int64_t pos0, int64_t n_out) {
+                py::array_t<float> out({n_out, g.n_vocab()});
+                {
+                    py::gil_scoped_release nogil;
+                    g.forward(tokens.data(), int64_t(tokens.size()), pos0, n_out,
+                              n_out > 0 ? out.mutable_data() : nullptr);
+                }
+                return out;
+            },
+            py::arg("tokens"), py::arg("pos0"), py::arg("n_out"))
+        .def_property_readonly("n_ctx", &LlamaGpu::n_ctx)
+        .def_property_readonly("device_bytes", &LlamaGpu::device_bytes);
+}
+
+}  // namespace lowbit::cuda

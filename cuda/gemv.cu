@@ -1,0 +1,453 @@
+// Fused dequantize + matrix-vector kernels (see gemv.h and NOTES.md).
+//
+// Block formats: one warp per weight row.  The warp streams its row through shared
+// memory in chunks (CHUNK blocks, a multiple of 16 bytes) with 16-byte cp.async copies,
+// lane i copying bytes [16i, 16i+16) of each 512-byte stretch (coalesced), two chunks in
+// flight.  Then each lane decodes 32-value units of the chunk (formats.cuh) and dots
+// them with int8 activations on __dp4a.  A tile of up to 8 tokens shares each decoded
+// unit (prefill); decode is the 1-token instance.
+//
+// F32/F16/BF16: one warp per row, 16-byte loads (4 in flight per lane), fp32 activations.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cstring>
+#include <vector>
+
+#include "backend.h"
+#include "common.cuh"
+#include "formats.cuh"
+#include "gemv.h"
+
+namespace lowbit::cuda {
+
+namespace {
+
+constexpr int kWarps = 4;   // rows per block of threads
+
+template <class F, int NT>
+__global__ void __launch_bounds__(kWarps * 32)
+gemv_q_kernel(const uint8_t* __restrict__ W, size_t pitch, int nblocks, int nrows, const int8_t* __restrict__ xq,
+              const Q8Sums* __restrict__ xs, int64_t cols, int ntok, float* __restrict__ y, int64_t ldy,
+              int accumulate) {
+    constexpr int UNITS = F::QK / 32;
+    constexpr int CB = F::CHUNK;
+    constexpr int CBYTES = CB * F::BYTES;
+    static_assert(CBYTES % 16 == 0, "a chunk must be a whole number of 16-byte copies");
+    extern __shared__ __align__(16) uint8_t smem[];
+
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int row = blockIdx.x * kWarps + warp;
+    if (row >= nrows) return;   // warp-uniform; the kernel has no block-wide barrier
+    uint8_t* const buf0 = smem + warp * 2 * CBYTES;
+    uint8_t* const buf1 = buf0 + CBYTES;
+    const uint8_t* wrow = W + size_t(row) * pitch;
+    const int t0 = blockIdx.y * NT;
+    const int nt = min(NT, ntok - t0);
+    const int nchunks = (nblocks + CB - 1) / CB;
+    const int64_t nb32 = cols / 32;
+
+    auto issue = [&](int c, uint8_t* dst) {
+        const int bb = c * CB;
+        const int nb = min(CB, nblocks - bb);
+        const int n16 = (nb * F::BYTES + 15) >> 4;   // the row's padding covers the last partial copy
+        const uint8_t* src = wrow + size_t(bb) * F::BYTES;
+        for (int i = lane; i < n16; i += 32) cp_async16(dst + 16 * i, src + 16 * i);
+        cp_async_commit();
+    };
+
+    float acc[NT];
+#pragma unroll
+    for (int t = 0; t < NT; ++t) acc[t] = 0.0f;
+
+    issue(0, buf0);
+    for (int c = 0; c < nchunks; ++c) {
+        const uint8_t* cur = (c & 1) ? buf1 : buf0;
+        if (c + 1 < nchunks) {
+            issue(c + 1, (c & 1) ? buf0 : buf1);
+            cp_async_wait<1>();
+        } else {
+            cp_async_wait<0>();
+        }
+        __syncwarp();
+        const int bbase = c * CB;
+        const int nu = min(CB, nblocks - bbase) * UNITS;
+        for (int u = lane; u < nu; u += 32) {
+            Unit un;
+            F::unit(cur + (u / UNITS) * F::BYTES, u % UNITS, un);
+            const int64_t ug = int64_t(bbase) * UNITS + u;   // column / 32
+#pragma unroll
+            for (int t = 0; t < NT; ++t) {
+                if (t < nt) {
+                    const int4* xp = reinterpret_cast<const int4*>(xq + int64_t(t0 + t) * cols + ug * 32);
+                    const int4 a = __ldg(xp), b = __ldg(xp + 1);
+                    const float4 s = __ldg(reinterpret_cast<const float4*>(xs + int64_t(t0 + t) * nb32 + ug));
+                    int lo = __dp4a(un.w[0], a.x, 0);
+                    lo = __dp4a(un.w[1], a.y, lo);
+                    lo = __dp4a(un.w[2], a.z, lo);
+                    lo = __dp4a(un.w[3], a.w, lo);
+                    int hi = __dp4a(un.w[4], b.x, 0);
+                    hi = __dp4a(un.w[5], b.y, hi);
+                    hi = __dp4a(un.w[6], b.z, hi);
+                    hi = __dp4a(un.w[7], b.w, hi);
+                    acc[t] += s.x * (un.sc[0] * float(lo) + un.sc[1] * float(hi)) + un.of[0] * s.z + un.of[1] * s.w;
+                }
+            }
+        }
+        __syncwarp();   // everyone is done with `cur` before it is refilled
+    }
+#pragma unroll
+    for (int t = 0; t < NT; ++t) {
+        const float v = warp_sum(acc[t]);
+        if (lane == 0 && t < nt) {
+            float* out = y + int64_t(t0 + t) * ldy + row;
+            *out = accumulate ? *out + v : v;
+        }
+    }
+}
+
+// KIND: 0 F32, 1 F16, 2 BF16
+template <int KIND>
+struct FloatVec {
+    static constexpr int EPV = KIND == 0 ? 4 : 8;   // elements per 16 bytes
+    static __device__ __forceinline__ void cvt(const uint4& v, float* f) {
+        if constexpr (KIND == 0) {
+            f[0] = __uint_as_float(v.x); f[1] = __uint_as_float(v.y);
+            f[2] = __uint_as_float(v.z); f[3] = __uint_as_float(v.w);
+        } else {
+            const uint32_t w[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+            for (int k = 0; k < 4; ++k) {
+                if constexpr (KIND == 1) {
+                    const float2 p = __half22float2(*reinterpret_cast<const __half2*>(&w[k]));
+                    f[2 * k] = p.x; f[2 * k + 1] = p.y;
+                } else {
+                    f[2 * k] = __uint_as_float(w[k] << 16);
+                    f[2 * k + 1] = __uint_as_float(w[k] & 0xFFFF0000u);
+                }
+            }
+        }
+    }
+    static __device__ __forceinline__ float elem(const uint8_t* row, int64_t c) {
+        if constexpr (KIND == 0) return reinterpret_cast<const float*>(row)[c];
+        else if constexpr (KIND == 1) return h2f(reinterpret_cast<const uint16_t*>(row)[c]);
+        else return __uint_as_float(uint32_t(reinterpret_cast<const uint16_t*>(row)[c]) << 16);
+    }
+};
+
+template <int KIND, int NT>
+__global__ void __launch_bounds__(kWarps * 32)
+gemv_f_kernel(const uint8_t* __restrict__ W, size_t pitch, int cols, int nrows, const float* __restrict__ x,
+              int64_t ldx, int vec_ok, int ntok, float* __restrict__ y, int64_t ldy, int accumulate) {
+    using V = FloatVec<KIND>;
+    constexpr int EPV = V::EPV, U = 4;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int row = blockIdx.x * kWarps + warp;
+    if (row >= nrows) return;
+    const uint8_t* wrow = W + size_t(row) * pitch;
+    const uint4* wv = reinterpret_cast<const uint4*>(wrow);
+    const int t0 = blockIdx.y * NT;
+    const int nt = min(NT, ntok - t0);
+    const int nv = vec_ok ? cols / EPV : 0;
+    float acc[NT];
+#pragma unroll
+    for (int t = 0; t < NT; ++t) acc[t] = 0.0f;
+
+    for (int base = 0; base < nv; base += 32 * U) {
+        uint4 v[U];
+#pragma unroll
+        for (int k = 0; k < U; ++k) {
+            const int i = base + 32 * k + lane;
+            if (i < nv) v[k] = __ldg(wv + i);
+        }
+#pragma unroll
+        for (int k = 0; k < U; ++k) {
+            const int i = base + 32 * k + lane;
+            if (i < nv) {
+                float f[EPV];
+                V::cvt(v[k], f);
+#pragma unroll
+                for (int t = 0; t < NT; ++t) {
+                    if (t < nt) {
+                        const float4* xp = reinterpret_cast<const float4*>(x + int64_t(t0 + t) * ldx + int64_t(i) * EPV);
+                        const float4 a = __ldg(xp);
+                        float s = f[0] * a.x + f[1] * a.y + f[2] * a.z + f[3] * a.w;
+                        if constexpr (EPV == 8) {
+                            const float4 b = __ldg(xp + 1);
+                            s += f[4] * b.x + f[5] * b.y + f[6] * b.z + f[7] * b.w;
+                        }
+                        acc[t] += s;
+                    }
+                }
+            }
+        }
+    }
+    for (int c = nv * EPV + lane; c < cols; c += 32) {
+        const float w = V::elem(wrow, c);
+#pragma unroll
+        for (int t = 0; t < NT; ++t)
+            if (t < nt) acc[t] += w * x[int64_t(t0 + t) * ldx + c];
+    }
+#pragma unroll
+    for (int t = 0; t < NT; ++t) {
+        const float v = warp_sum(acc[t]);
+        if (lane == 0 && t < nt) {
+            float* out = y + int64_t(t0 + t) * ldy + row;
+            *out = accumulate ? *out + v : v;
+        }
+    }
+}
+
+// One warp per 32-value block.
+__global__ void quantize_q8_kernel(const float* __restrict__ x, int64_t ldx, int64_t ntok, int64_t cols,
+                                   int8_t* __restrict__ q, Q8Sums* __restrict__ s) {
+    const int64_t nb = cols / 32;
+    const int64_t gw = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
+    const int lane = threadIdx.x & 31;
+    if (gw >= ntok * nb) return;   // warp-uniform
+    const int64_t t = gw / nb, b = gw % nb;
+    const float v = x[t * ldx + b * 32 + lane];
+    const float amax = warp_max(fabsf(v));
+    const float d = amax / 127.0f;
+    const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
+    const int qi = __float2int_rn(v * id);   // round half to even, as llama.cpp's x86 path
+    q[t * cols + b * 32 + lane] = int8_t(qi);
+    const int s_all = __reduce_add_sync(0xffffffffu, qi);
+    const int s_lo = __reduce_add_sync(0xffffffffu, lane < 16 ? qi : 0);
+    if (lane == 0) s[t * nb + b] = Q8Sums{d, d * float(s_all), d * float(s_lo), d * float(s_all - s_lo)};
+}
+
+template <class F>
+__global__ void dequant_rows_q_kernel(const uint8_t* __restrict__ W, size_t pitch, int nblocks,
+                                      const int32_t* __restrict__ rows, float* __restrict__ out, int64_t cols) {
+    constexpr int UNITS = F::QK / 32;
+    const uint8_t* wr = W + size_t(rows[blockIdx.x]) * pitch;
+    float* o = out + int64_t(blockIdx.x) * cols;
+    for (int u = threadIdx.x; u < nblocks * UNITS; u += blockDim.x) {
+        Unit un;
+        F::unit(wr + (u / UNITS) * F::BYTES, u % UNITS, un);
+#pragma unroll
+        for (int l = 0; l < 32; ++l) o[u * 32 + l] = unit_value(un, l);
+    }
+}
+
+template <int KIND>
+__global__ void dequant_rows_f_kernel(const uint8_t* __restrict__ W, size_t pitch, const int32_t* __restrict__ rows,
+                                      float* __restrict__ out, int64_t cols) {
+    const uint8_t* wr = W + size_t(rows[blockIdx.x]) * pitch;
+    for (int64_t c = threadIdx.x; c < cols; c += blockDim.x)
+        out[int64_t(blockIdx.x) * cols + c] = FloatVec<KIND>::elem(wr, c);
+}
+
+// ---- host side ------------------------------------------------------------------------
+
+template <class F>
+void launch_q(const DevMatrix& w, const DevAct& a, int64_t ntok, float* y, int64_t ldy, bool accumulate,
+              cudaStream_t st) {
+    if (!a.q || !a.s) fail("gemv: " + std::string(type_name(w.type)) + " weights need int8 activations");
+    const int nblocks = int(w.cols / F::QK);
+    const size_t smem = size_t(kWarps) * 2 * F::CHUNK * F::BYTES;
+    const dim3 block(kWarps * 32);
+    if (ntok == 1) {
+        const dim3 grid(unsigned(ceil_div(w.rows, kWarps)), 1);
+        gemv_q_kernel<F, 1><<<grid, block, smem, st>>>(w.data, w.pitch, nblocks, int(w.rows), a.q, a.s, w.cols, 1, y,
+                                                       ldy, accumulate);
+    } else {
+        const dim3 grid(unsigned(ceil_div(w.rows, kWarps)), unsigned(ceil_div(ntok, 8)));
+        gemv_q_kernel<F, 8><<<grid, block, smem, st>>>(w.data, w.pitch, nblocks, int(w.rows), a.q, a.s, w.cols,
+                                                       int(ntok), y, ldy, accumulate);
+    }
+    LB_CUDA_LAUNCHED();
+}
+
+template <int KIND>
+void launch_f(const DevMatrix& w, const DevAct& a, int64_t ntok, float* y, int64_t ldy, bool accumulate,
+              cudaStream_t st) {
+    if (!a.f32) fail("gemv: float weights need fp32 activations");
+    const int vec_ok = (a.ld_f32 % 4 == 0) && (reinterpret_cast<uintptr_t>(a.f32) % 16 == 0);
+    const dim3 block(kWarps * 32);
+    if (ntok == 1) {
+        const dim3 grid(unsigned(ceil_div(w.rows, kWarps)), 1);
+        gemv_f_kernel<KIND, 1><<<grid, block, 0, st>>>(w.data, w.pitch, int(w.cols), int(w.rows), a.f32, a.ld_f32,
+                                                      vec_ok, 1, y, ldy, accumulate);
+    } else {
+        const dim3 grid(unsigned(ceil_div(w.rows, kWarps)), unsigned(ceil_div(ntok, 8)));
+        gemv_f_kernel<KIND, 8><<<grid, block, 0, st>>>(w.data, w.pitch, int(w.cols), int(w.rows), a.f32, a.ld_f32,
+                                                      vec_ok, int(ntok), y, ldy, accumulate);
+    }
+    LB_CUDA_LAUNCHED();
+}
+
+template <class F>
+void launch_dq(const DevMatrix& w, const int32_t* rows, int64_t n, float* out, cudaStream_t st) {
+    dequant_rows_q_kernel<F><<<unsigned(n), 128, 0, st>>>(w.data, w.pitch, int(w.cols / F::QK), rows, out, w.cols);
+    LB_CUDA_LAUNCHED();
+}
+
+struct TypeRow {
+    Type type;
+    const char* name;
+    int qk, bytes;
+};
+constexpr TypeRow kTypes[] = {
+    {Type::F32, "F32", 1, 4},         {Type::F16, "F16", 1, 2},         {Type::BF16, "BF16", 1, 2},
+    {Type::Q4_0, "Q4_0", 32, 18},     {Type::Q4_1, "Q4_1", 32, 20},     {Type::Q5_0, "Q5_0", 32, 22},
+    {Type::Q5_1, "Q5_1", 32, 24},     {Type::Q8_0, "Q8_0", 32, 34},     {Type::IQ4_NL, "IQ4_NL", 32, 18},
+    {Type::Q2_K, "Q2_K", 256, 84},    {Type::Q3_K, "Q3_K", 256, 110},   {Type::Q4_K, "Q4_K", 256, 144},
+    {Type::Q5_K, "Q5_K", 256, 176},   {Type::Q6_K, "Q6_K", 256, 210},
+};
+
+const TypeRow* find_row(Type t) {
+    for (const auto& r : kTypes)
+        if (r.type == t) return &r;
+    return nullptr;
+}
+
+// Dispatch on the type: f(FormatStruct{}) for block formats, g(std::integral_constant<int, KIND>) for floats.
+template <class FQ, class FF>
+void dispatch(Type t, FQ&& fq, FF&& ff) {
+    switch (t) {
+        case Type::Q4_0: fq(FQ4_0{}); break;
+        case Type::Q4_1: fq(FQ4_1{}); break;
+        case Type::Q5_0: fq(FQ5_0{}); break;
+        case Type::Q5_1: fq(FQ5_1{}); break;
+        case Type::Q8_0: fq(FQ8_0{}); break;
+        case Type::IQ4_NL: fq(FIQ4_NL{}); break;
+        case Type::Q2_K: fq(FQ2_K{}); break;
+        case Type::Q3_K: fq(FQ3_K{}); break;
+        case Type::Q4_K: fq(FQ4_K{}); break;
+        case Type::Q5_K: fq(FQ5_K{}); break;
+        case Type::Q6_K: fq(FQ6_K{}); break;
+        case Type::F32: ff(std::integral_constant<int, 0>{}); break;
+        case Type::F16: ff(std::integral_constant<int, 1>{}); break;
+        case Type::BF16: ff(std::integral_constant<int, 2>{}); break;
+        default: fail("the CUDA backend has no kernel for weights of type " + std::to_string(uint32_t(t)));
+    }
+}
+
+}  // namespace
+
+bool gemv_supported(Type t) { return find_row(t) != nullptr; }
+bool gemv_wants_q8(Type t) {
+    const TypeRow* r = find_row(t);
+    return r && r->qk > 1;
+}
+const char* type_name(Type t) {
+    const TypeRow* r = find_row(t);
+    return r ? r->name : "?";
+}
+bool type_by_name(const char* name, Type* out) {
+    for (const auto& r : kTypes)
+        if (std::strcmp(r.name, name) == 0) {
+            *out = r.type;
+            return true;
+        }
+    return false;
+}
+size_t type_row_bytes(Type t, int64_t cols) {
+    const TypeRow* r = find_row(t);
+    if (!r) fail("the CUDA backend has no kernel for weights of type " + std::to_string(uint32_t(t)));
+    if (cols % r->qk != 0)
+        fail(std::string(r->name) + " rows must hold a multiple of " + std::to_string(r->qk) + " values");
+    return size_t(cols / r->qk) * size_t(r->bytes);
+}
+int gemv_threads_per_block() { return kWarps * 32; }
+
+DevMatrix upload_matrix(Type t, int64_t rows, int64_t cols, const void* host, size_t host_row_bytes) {
+    DevMatrix m;
+    m.type = t;
+    m.rows = rows;
+    m.cols = cols;
+    m.row_bytes = type_row_bytes(t, cols);
+    if (gemv_wants_q8(t) && cols % 32 != 0) fail("quantized rows must hold a multiple of 32 values");
+    if (host_row_bytes < m.row_bytes) fail("upload_matrix: host rows are shorter than the type says");
+    m.pitch = (m.row_bytes + 15) / 16 * 16;
+    LB_CUDA_CHECK(cudaMalloc(&m.data, m.pitch * size_t(rows)));
+    LB_CUDA_CHECK(cudaMemset(m.data, 0, m.pitch * size_t(rows)));
+    if (host)
+        LB_CUDA_CHECK(cudaMemcpy2D(m.data, m.pitch, host, host_row_bytes, m.row_bytes, size_t(rows),
+                                   cudaMemcpyHostToDevice));
+    return m;
+}
+
+void free_matrix(DevMatrix& m) {
+    if (m.data) cudaFree(m.data);
+    m.data = nullptr;
+}
+
+void quantize_q8(const float* x, int64_t ldx, int64_t ntok, int64_t cols, int8_t* q, Q8Sums* s, cudaStream_t st) {
+    if (cols % 32 != 0) fail("quantize_q8: cols must be a multiple of 32");
+    const int64_t warps = ntok * (cols / 32);
+    if (warps == 0) return;
+    quantize_q8_kernel<<<unsigned(ceil_div(warps, 8)), 256, 0, st>>>(x, ldx, ntok, cols, q, s);
+    LB_CUDA_LAUNCHED();
+}
+
+void gemv(const DevMatrix& w, const DevAct& a, int64_t ntok, float* y, int64_t ldy, bool accumulate,
+          cudaStream_t st) {
+    if (ntok <= 0 || w.rows == 0) return;
+    dispatch(
+        w.type, [&](auto f) { launch_q<decltype(f)>(w, a, ntok, y, ldy, accumulate, st); },
+        [&](auto k) { launch_f<decltype(k)::value>(w, a, ntok, y, ldy, accumulate, st); });
+}
+
+void dequant_rows(const DevMatrix& w, const int32_t* rows, int64_t n, float* out, cudaStream_t st) {
+    if (n <= 0) return;
+    dispatch(
+        w.type, [&](auto f) { launch_dq<decltype(f)>(w, rows, n, out, st); },
+        [&](auto k) {
+            dequant_rows_f_kernel<decltype(k)::value><<<unsigned(n), 256, 0, st>>>(w.data, w.pitch, rows, out, w.cols);
+            LB_CUDA_LAUNCHED();
+        });
+}
+
+// ---- the test/bench entry point of backend.h ----------------------------------------------
+
+void gemv_host(Type type, const void* w, int64_t rows, int64_t cols, const float* x, int64_t ntok, float* y,
+               float* x_used) {
+    if (rows <= 0 || cols <= 0 || ntok <= 0) fail("gemv_host: empty problem");
+    const size_t rb = type_row_bytes(type, cols);
+    DevMatrix m = upload_matrix(type, rows, cols, w, rb);
+    float *dx = nullptr, *dy = nullptr;
+    int8_t* dq = nullptr;
+    Q8Sums* ds = nullptr;
+    const bool q8 = gemv_wants_q8(type);
+    try {
+        LB_CUDA_CHECK(cudaMalloc(&dx, size_t(ntok * cols) * sizeof(float)));
+        LB_CUDA_CHECK(cudaMalloc(&dy, size_t(ntok * rows) * sizeof(float)));
+        LB_CUDA_CHECK(cudaMemcpy(dx, x, size_t(ntok * cols) * sizeof(float), cudaMemcpyHostToDevice));
+        LB_CUDA_CHECK(cudaMemset(dy, 0xFF, size_t(ntok * rows) * sizeof(float)));   // NaN: unwritten shows
+        DevAct a;
+        a.f32 = dx;
+        a.ld_f32 = cols;
+        if (q8) {
+            LB_CUDA_CHECK(cudaMalloc(&dq, size_t(ntok * cols)));
+            LB_CUDA_CHECK(cudaMalloc(&ds, size_t(ntok * cols / 32) * sizeof(Q8Sums)));
+            quantize_q8(dx, cols, ntok, cols, dq, ds, nullptr);
+            a.q = dq;
+            a.s = ds;
+        }
+        gemv(m, a, ntok, dy, rows, false, nullptr);
+        LB_CUDA_CHECK(cudaDeviceSynchronize());
+        LB_CUDA_CHECK(cudaMemcpy(y, dy, size_t(ntok * rows) * sizeof(float), cudaMemcpyDeviceToHost));
+        if (x_used) {
+            if (q8) {
+                std::vector<int8_t> hq(size_t(ntok * cols));
+                std::vector<Q8Sums> hs(size_t(ntok * cols / 32));
+                LB_CUDA_CHECK(cudaMemcpy(hq.data(), dq, hq.size(), cudaMemcpyDeviceToHost));
+                LB_CUDA_CHECK(cudaMemcpy(hs.data(), ds, hs.size() * sizeof(Q8Sums), cudaMemcpyDeviceToHost));
+                for (size_t i = 0; i < hq.size(); ++i) x_used[i] = float(hq[i]) * hs[i / 32].d;
+            } else {
+                std::memcpy(x_used, x, size_t(ntok * cols) * sizeof(float));
+            }
+        }
+    } catch (...) {
+        cudaFree(dx); cudaFree(dy); cudaFree(dq); cudaFree(ds);
+        free_matrix(m);
+        throw;
+    }
+    cudaFree(dx); cudaFree(dy); cudaFree(dq); cudaFree(ds);
+    free_matrix(m);
+}
+
+}  // namespace lowbit::cuda

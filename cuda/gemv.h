@@ -1,0 +1,64 @@
+// Matrix-vector products of quantized weights on the GPU (decode, and small token tiles
+// for prefill), plus the activation quantizer and the row dequantizer they rely on.
+//
+// Activations: block formats take int8 activations, quantized per 32 values like
+// llama.cpp's Q8_1 (scale d = amax/127, q = round-half-even(x * 127/amax)) with the
+// block's scaled sums kept in fp32 (d*sum of each 16-value half); the dot runs on
+// __dp4a.  F32/F16/BF16 weights take fp32 activations.  See cuda/NOTES.md for why.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "formats/registry.h"
+
+namespace lowbit::cuda {
+
+// A weight matrix in device memory: rows of `cols` elements stored as on disk (quantized
+// blocks), each row padded to a multiple of 16 bytes (`pitch`) so it starts aligned.
+struct DevMatrix {
+    Type type = Type::F32;
+    int64_t rows = 0, cols = 0;
+    uint8_t* data = nullptr;
+    size_t row_bytes = 0, pitch = 0;
+};
+
+// Per 32-value activation block: {d, d*sum(q), d*sum(q[0..16)), d*sum(q[16..32))}.
+struct Q8Sums {
+    float d, s, s_lo, s_hi;
+};
+
+// The activations of ntok tokens in the forms the kernels read.  f32: [ntok][ld_f32];
+// q: [ntok][cols] int8 and s: [ntok][cols/32] (row strides follow the weight's cols).
+struct DevAct {
+    const float* f32 = nullptr;
+    int64_t ld_f32 = 0;
+    const int8_t* q = nullptr;
+    const Q8Sums* s = nullptr;
+};
+
+bool gemv_supported(Type t);          // a kernel exists for weights of this type
+bool gemv_wants_q8(Type t);           // the kernel reads int8 activations (else fp32)
+size_t type_row_bytes(Type t, int64_t cols);
+const char* type_name(Type t);
+bool type_by_name(const char* name, Type* out);
+
+DevMatrix upload_matrix(Type t, int64_t rows, int64_t cols, const void* host, size_t host_row_bytes);
+void free_matrix(DevMatrix& m);
+
+// x: [ntok][ldx] fp32 -> q [ntok][cols], s [ntok][cols/32]; cols % 32 == 0.
+void quantize_q8(const float* x, int64_t ldx, int64_t ntok, int64_t cols, int8_t* q, Q8Sums* s, cudaStream_t st);
+
+// y[t*ldy + r] (+)= dot(row r of w, activations of token t), t < ntok, r < w.rows.
+void gemv(const DevMatrix& w, const DevAct& a, int64_t ntok, float* y, int64_t ldy, bool accumulate,
+          cudaStream_t st);
+
+// out[i][0..cols) = row rows[i] of w, dequantized (rows: device array of n ids).
+void dequant_rows(const DevMatrix& w, const int32_t* rows, int64_t n, float* out, cudaStream_t st);
+
+// Launch statistics of the gemv kernel for w (for the benchmark's report).
+int gemv_threads_per_block();
+
+}  // namespace lowbit::cuda
