@@ -11,6 +11,7 @@
 #   pytest     tests/test_cuda.py (kernels + whole model when a model is found)
 #   stash-a    keep .models/part_a in /tmp/lowbit_model (the model travels in two calls)
 #   join-b     /tmp/lowbit_model/part_a + .models/part_b -> the model; checks its sha256
+#   sanitize   compute-sanitizer memcheck over kernel checks and a short model forward
 #
 # Until the lead wires the backend in, the copy gets the two lines the top-level
 # CMakeLists.txt and python/lowbit/_core.cpp will carry (only where they are missing).
@@ -29,7 +30,11 @@ status=0
 
 patch_copy() {
     rm -rf "$SRC" && mkdir -p "$SRC"
-    cp -r "$ROOT"/CMakeLists.txt "$ROOT"/pyproject.toml "$ROOT"/cpp "$ROOT"/cuda "$ROOT"/python "$ROOT"/tests "$SRC"/
+    # the core from .models/base (a `git archive HEAD` snapshot) when present, so that
+    # other people's half-done edits in the working tree don't break this build
+    local base="$ROOT"; [ -d "$ROOT/.models/base/cpp" ] && base="$ROOT/.models/base" && echo "core from .models/base"
+    cp -r "$base"/CMakeLists.txt "$base"/pyproject.toml "$base"/cpp "$base"/python "$SRC"/
+    cp -r "$ROOT"/cuda "$ROOT"/tests "$SRC"/
     python3 - "$SRC" <<'EOF'
 import sys, re
 src = sys.argv[1]
@@ -99,6 +104,17 @@ for stage in "$@"; do
         [ -f "$ROOT/.models/text.txt" ] && export LOWBIT_TEST_TEXT="$ROOT/.models/text.txt"
         (cd "$SRC" && PYTHONPATH="$SRC/python:$BUILD/py" python3 -m pytest -q -s -p no:cacheprovider \
             tests/test_cuda.py 2>&1 | tee "$OUT/pytest_cuda.txt") || status=1
+        ;;
+    sanitize)
+        compute-sanitizer --tool memcheck --leak-check no "$BUILD"/cuda/bench_gemv --check-only \
+            --types Q4_0,Q4_1,Q8_0,Q6_K,Q3_K,Q5_0,IQ4_NL,F16 2>&1 | tail -25 | tee "$OUT/sanitize_gemv.txt"
+        if [ -f "$MODEL_DIR/model.gguf" ]; then
+            (cd "$SRC" && PYTHONPATH="$SRC/python:$BUILD/py" compute-sanitizer --tool memcheck --leak-check no python3 -c "
+from lowbit import _core
+m = _core.Model('$MODEL_DIR/model.gguf'); t = m.tokenize('The quick brown fox jumps over the lazy dog. ' * 8)
+g = _core.CudaLlama(m, 256); a = g.forward(t[:40], 0, 40); b = g.forward([t[40]], 40, 1); c = g.forward(t[41:70], 41, 2)
+print('sanitized forward ok', a.shape, b.shape, c.shape)" 2>&1 | tail -15 | tee "$OUT/sanitize_model.txt")
+        fi
         ;;
     *)
         echo "unknown stage $stage"; status=1 ;;

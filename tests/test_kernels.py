@@ -63,8 +63,8 @@ FLOAT_TYPES = ["F32", "F16", "BF16"]
 LEGACY_TYPES = ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0"]
 LATER_TYPES = ["Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL", "IQ4_XS", "TQ1_0", "TQ2_0", "MXFP4"]
 ALL_TYPES = FLOAT_TYPES + LEGACY_TYPES + LATER_TYPES
-# Formats that must have their own kernel on every SIMD ISA the CPU has.
-REQUIRED_SIMD = FLOAT_TYPES + LEGACY_TYPES
+# Every format must have its own kernel on every SIMD ISA the CPU has.
+REQUIRED_SIMD = ALL_TYPES
 
 
 def _known(t):
@@ -207,6 +207,25 @@ def test_float_dots_wide_range(t, isa):
         w = rng.choice([-1, 1], n) * 10 ** rng.uniform(lo, hi, n)
         a = rng.choice([-1, 1], n) * 10 ** rng.uniform(lo, hi, n)
         _check(t, isa, info, n, "wide range", w, a)
+
+
+@pytest.mark.parametrize("isa", SIMD_ISAS)
+def test_mxfp4_exponent_range(isa):
+    """E8M0 scales across the range, the subnormal 2^-128 and 2^-127 (e = 0, 1) included."""
+    info = _skip_unless_runnable("MXFP4", isa)
+    rng = np.random.default_rng([SEED, 11, ISA_ORDER.index(isa)])
+    n = 32 * 37
+    w = bytearray(_core.quantize("MXFP4", rng.standard_normal((1, n)).astype(np.float32)).tobytes())
+    w[0::17] = bytes(rng.choice([0, 1, 2, 3, 64, 120, 127, 130, 180, 200], n // 32).astype(np.uint8))
+    w = bytes(w)
+    for name, a in [("normal", rng.standard_normal(n)), ("tiny", rng.standard_normal(n) * 1e-4)]:
+        aq = _core.quantize("Q8_0", a.astype(np.float32).reshape(1, -1)).tobytes()
+        ref = _core.vec_dot("MXFP4", "scalar", w, aq, n)
+        got = _core.vec_dot("MXFP4", isa, w, aq, n)
+        wd = _core.dequantize("MXFP4", np.frombuffer(w, np.uint8), n)
+        ad = _core.dequantize("Q8_0", np.frombuffer(aq, np.uint8), n)
+        tol = (n // 16 + 32) * 2.0**-23 * _s_bound(wd, ad, 32) + n * 2.0**-148
+        assert abs(got - ref) <= tol, f"MXFP4 {isa} '{name}': {ref!r} vs {got!r} (LOWBIT_TEST_SEED={SEED})"
 
 
 @pytest.mark.parametrize("isa", SIMD_ISAS)

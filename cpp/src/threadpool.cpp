@@ -12,7 +12,17 @@
 namespace lowbit {
 
 namespace {
-constexpr int kSpinIterations = 20000;   // ~ tens of microseconds before sleeping
+// Spin ~ tens of microseconds (the next op of a forward pass usually comes that soon),
+// then yield the core for a while, then sleep.  Yielding matters when the machine has
+// other work: a spinning thread must not starve the one it waits for.
+constexpr int kSpinIterations = 2000;
+constexpr int kYieldIterations = 200;
+
+template <typename Ready>
+void wait_briefly(Ready ready) {
+    for (int i = 0; i < kSpinIterations && !ready(); ++i) LOWBIT_PAUSE();
+    for (int i = 0; i < kYieldIterations && !ready(); ++i) std::this_thread::yield();
+}
 }
 
 ThreadPool::ThreadPool(int n_threads) : n_threads_(std::max(1, n_threads)) {
@@ -32,12 +42,7 @@ ThreadPool::~ThreadPool() {
 void ThreadPool::worker(int index) {
     uint64_t seen = 0;
     for (;;) {
-        // spin first: the next op of a forward pass usually arrives within microseconds
-        int spins = 0;
-        while (generation_.load(std::memory_order_acquire) == seen && spins < kSpinIterations) {
-            LOWBIT_PAUSE();
-            ++spins;
-        }
+        wait_briefly([&] { return generation_.load(std::memory_order_acquire) != seen; });
         if (generation_.load(std::memory_order_acquire) == seen) {
             std::unique_lock<std::mutex> lock(mu_);
             wake_.wait(lock, [&] { return generation_.load(std::memory_order_acquire) != seen; });
@@ -62,22 +67,32 @@ void ThreadPool::run(const std::function<void(int, int)>& fn) {
     }
     wake_.notify_all();
     fn(0, n_threads_);
-    while (pending_.load(std::memory_order_acquire) != 0) LOWBIT_PAUSE();
+    while (pending_.load(std::memory_order_acquire) != 0) {
+        wait_briefly([&] { return pending_.load(std::memory_order_acquire) == 0; });
+        if (pending_.load(std::memory_order_acquire) != 0) std::this_thread::yield();
+    }
     job_ = nullptr;
 }
 
 void ThreadPool::parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn) {
     if (n <= 0) return;
-    const int64_t max_chunks = std::max<int64_t>(1, n / std::max<int64_t>(1, grain));
-    const int used = int(std::min<int64_t>(n_threads_, max_chunks));
-    if (used <= 1) {
+    grain = std::max<int64_t>(1, grain);
+    const int64_t n_chunks = (n + grain - 1) / grain;
+    if (n_threads_ == 1 || n_chunks == 1) {
         fn(0, n);
         return;
     }
-    run([&](int t, int) {
-        if (t >= used) return;
-        const int64_t begin = n * t / used, end = n * (t + 1) / used;
-        if (begin < end) fn(begin, end);
+    // Chunks are handed out from a shared counter, so a thread the OS delays does not
+    // hold the others up: whoever is free takes the next chunk.  A few chunks per thread
+    // keep the counter traffic low.
+    const int64_t chunk = std::max(grain, (n + 4 * n_threads_ - 1) / (4 * n_threads_) / grain * grain);
+    std::atomic<int64_t> next{0};
+    run([&](int, int) {
+        for (;;) {
+            const int64_t begin = next.fetch_add(chunk, std::memory_order_relaxed);
+            if (begin >= n) return;
+            fn(begin, std::min(n, begin + chunk));
+        }
     });
 }
 

@@ -191,10 +191,20 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("-r", "--repetitions", type=int, default=5)
     b.add_argument("--json", action="store_true", help="print llama-bench-style JSON")
     b.set_defaults(func=cmd_bench)
+
+    sub.add_parser("quantize", help="requantize a GGUF file (lowbit quantize -h for options)")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["quantize"]:   # has its own argument parser
+        from .quantize import main as quantize_main
+        try:
+            return quantize_main(argv[1:])
+        except (FileNotFoundError, ValueError, _core.LowbitError, OSError) as e:
+            print(f"lowbit: error: {e}", file=sys.stderr)
+            return 1
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -10,6 +10,14 @@ PROMPTS = [
     "The history of the Roman Empire",
     "import numpy as np\n",
     "Once upon a time, in a small village,",
+    "The three primary colors are",
+    "Photosynthesis is the process by which",
+    "The largest planet in our solar system is",
+    "To make a cup of tea, first",
+    "#include <stdio.h>\n\nint main(void) {\n",
+    "Q: What is the boiling point of water?\nA:",
+    "The French Revolution began in",
+    "Machine learning is a field of",
     "<|im_start|>user\nName three colors.<|im_end|>\n<|im_start|>assistant\n",
 ]
 N_GREEDY = 64

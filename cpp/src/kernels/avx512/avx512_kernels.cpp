@@ -12,7 +12,12 @@
 // The sixteen per-block scales are fetched with one vpgatherdd per operand where
 // gathers are fast; CPUs running Intel's Gather Data Sampling ("Downfall") microcode
 // mitigation make gathers several times slower, and there the scales are copied
-// through a stack buffer instead (see register_avx512_kernels).
+// through a stack buffer instead (see gathers_are_fast).
+//
+// 256-element formats (Q2_K..Q6_K, IQ4_XS, TQ2_0) build their codes as unsigned bytes,
+// four zmm per super-block, and reduce exactly to sixteen 16-element group totals that
+// meet the scales in int32 (see dot512_q2_k and friends).  Every other format (and
+// TQ1_0) gets dots256.h's kernels compiled here with AVX-512 + VNNI enabled.
 #include "kernels/avx2/x86_common.h"   // first: it sets up the intrinsics headers
 
 #include <cstdio>
