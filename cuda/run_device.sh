@@ -11,6 +11,7 @@
 #   pytest     tests/test_cuda.py (kernels + whole model when a model is found)
 #   stash-a    keep .models/part_a in /tmp/lowbit_model (the model travels in two calls)
 #   join-b     /tmp/lowbit_model/part_a + .models/part_b -> the model; checks its sha256
+#   speed      cuda/bench_model.py: GPU prefill/decode speed next to the CPU's
 #   sanitize   compute-sanitizer memcheck over kernel checks and a short model forward
 #
 # Until the lead wires the backend in, the copy gets the two lines the top-level
@@ -115,6 +116,10 @@ m = _core.Model('$MODEL_DIR/model.gguf'); t = m.tokenize('The quick brown fox ju
 g = _core.CudaLlama(m, 256); a = g.forward(t[:40], 0, 40); b = g.forward([t[40]], 40, 1); c = g.forward(t[41:70], 41, 2)
 print('sanitized forward ok', a.shape, b.shape, c.shape)" 2>&1 | tail -15 | tee "$OUT/sanitize_model.txt")
         fi
+        ;;
+    speed)
+        (cd "$SRC" && PYTHONPATH="$SRC/python:$BUILD/py" python3 cuda/bench_model.py "$MODEL_DIR/model.gguf" \
+            "$ROOT/.models/text.txt" 2>&1 | tee "$OUT/bench_model.txt") || status=1
         ;;
     *)
         echo "unknown stage $stage"; status=1 ;;

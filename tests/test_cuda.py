@@ -110,53 +110,123 @@ def _ppl(logits: np.ndarray, toks) -> float:
     return float(np.exp(np.mean(lse - lg[np.arange(len(tgt)), tgt])))
 
 
+def reference_forward(path: str, tokens, n_rot: int, base: float, eps: float) -> np.ndarray:
+    """Float64 llama forward (weights dequantized by lowbit's scalar code): the exact
+    arithmetic both runtimes approximate with 8-bit activations.  Same graph as
+    tests/conformance/reference_llama.py, without gguf-py (absent on the GPU machine)."""
+    g = _core.read_gguf(path)
+    meta = {k.decode(): v for k, _, _, v in g["metadata"]}
+    w = {}
+    for t in g["tensors"]:
+        n = int(np.prod(t["shape"]))
+        a = np.asarray(_core.dequantize(t["type_name"], np.frombuffer(t["data"], np.uint8), n), np.float64)
+        w[t["name"].decode()] = a.reshape(list(reversed(t["shape"])))
+    n_layer, n_head = meta["llama.block_count"], meta["llama.attention.head_count"]
+    n_kv = meta["llama.attention.head_count_kv"]
+    emb = w["token_embd.weight"]
+    out_w = w.get("output.weight", emb)
+    x = emb[np.asarray(tokens)]
+    n, d = x.shape
+    hd = d // n_head
+    ang = np.arange(n)[:, None] * base ** (-np.arange(0, n_rot, 2) / n_rot)[None, :]
+    cos, sin = np.cos(ang)[:, None], np.sin(ang)[:, None]
+
+    def rope(v):   # pairs (2i, 2i+1), the first n_rot dims
+        r = v.copy()
+        a, b = v[..., 0:n_rot:2], v[..., 1:n_rot:2]
+        r[..., 0:n_rot:2] = a * cos - b * sin
+        r[..., 1:n_rot:2] = a * sin + b * cos
+        return r
+
+    def rms(v, gain):
+        return v / np.sqrt((v * v).mean(-1, keepdims=True) + eps) * gain
+
+    mask = np.triu(np.full((n, n), -np.inf), 1)
+    for layer in range(n_layer):
+        p = f"blk.{layer}."
+        h = rms(x, w[p + "attn_norm.weight"])
+        q = rope((h @ w[p + "attn_q.weight"].T).reshape(n, n_head, hd))
+        k = rope((h @ w[p + "attn_k.weight"].T).reshape(n, n_kv, hd))
+        v = (h @ w[p + "attn_v.weight"].T).reshape(n, n_kv, hd)
+        att = np.empty((n, n_head, hd))
+        for head in range(n_head):
+            kv = head // (n_head // n_kv)
+            sc = q[:, head] @ k[:, kv].T / np.sqrt(hd) + mask
+            sc = np.exp(sc - sc.max(1, keepdims=True))
+            att[:, head] = (sc / sc.sum(1, keepdims=True)) @ v[:, kv]
+        x = x + att.reshape(n, d) @ w[p + "attn_output.weight"].T
+        h = rms(x, w[p + "ffn_norm.weight"])
+        gt, up = h @ w[p + "ffn_gate.weight"].T, h @ w[p + "ffn_up.weight"].T
+        x = x + (gt / (1 + np.exp(-gt)) * up) @ w[p + "ffn_down.weight"].T
+    return rms(x, w["output_norm.weight"]) @ out_w.T
+
+
+N_REF = 256   # tokens the float64 reference covers
+
+
 @pytest.fixture(scope="module")
-def cpu_run():
-    model = _core.Model(_model_path())
+def runs():
+    path = _model_path()
+    model = _core.Model(path)
     toks = model.tokenize(_text())[:N_TOKENS]
     assert len(toks) == N_TOKENS
     ctx = _core.Context(model, n_ctx=1024, n_threads=0, n_batch=512)
     ctx.eval(toks, all_logits=True)
     cpu = np.array(ctx.logits(), copy=True)
-    return model, toks, cpu
+    hp = model.hparams
+    ref = reference_forward(path, toks[:N_REF], hp["n_rot"], hp["rope_base"], hp["rms_eps"])
+    return model, toks, cpu, ref
 
 
-def _agreement(name, gpu, cpu, toks):
+def _agreement(name, gpu, cpu, ref, toks):
+    """Figures of the GPU logits against the CPU path and, on the first len(ref) tokens,
+    both against float64."""
     assert gpu.shape == cpu.shape
     assert np.isfinite(gpu).all()
     top1 = float(np.mean(gpu.argmax(axis=1) == cpu.argmax(axis=1)))
     ppl_cpu, ppl_gpu = _ppl(cpu, toks), _ppl(gpu, toks)
     rel = abs(ppl_gpu - ppl_cpu) / ppl_cpu
-    maxdiff = float(np.max(np.abs(gpu - cpu)))
-    print(f"\n[{name}] tokens={len(toks)} top1={top1:.4f} ppl_cpu={ppl_cpu:.4f} ppl_gpu={ppl_gpu:.4f} "
-          f"rel={rel:.2e} max|dlogit|={maxdiff:.3f}")
-    return top1, rel
+    m = min(len(ref), len(gpu))
+    err_gpu = float(np.abs(gpu[:m] - ref[:m]).mean())
+    err_cpu = float(np.abs(cpu[:m] - ref[:m]).mean())
+    top1_ref_gpu = float(np.mean(gpu[:m].argmax(1) == ref[:m].argmax(1)))
+    top1_ref_cpu = float(np.mean(cpu[:m].argmax(1) == ref[:m].argmax(1)))
+    print(f"\n[{name}] tokens={len(toks)} top1(gpu,cpu)={top1:.4f} ppl cpu={ppl_cpu:.4f} gpu={ppl_gpu:.4f} "
+          f"rel={rel:.2e} max|gpu-cpu|={float(np.max(np.abs(gpu - cpu))):.3f}; first {m} vs float64: "
+          f"mean|err| gpu={err_gpu:.4f} cpu={err_cpu:.4f}, top1 gpu={top1_ref_gpu:.4f} cpu={top1_ref_cpu:.4f}")
+    return dict(top1=top1, rel=rel, err_gpu=err_gpu, err_cpu=err_cpu, top1_ref_gpu=top1_ref_gpu)
 
 
-def test_model_prefill_matches_cpu(cpu_run):
-    model, toks, cpu = cpu_run
+def _assert_agreement(a):
+    # 8-bit activations flip near-ties: llama.cpp agrees with itself on only 96-97% of
+    # top-1 choices on this model (tests/conformance/test_llamacpp_model.py), so the GPU
+    # is held to that against the CPU, and to exactness against float64.
+    assert a["rel"] <= 0.005
+    assert a["top1"] >= 0.95
+    assert a["err_gpu"] <= 1.25 * a["err_cpu"], "the GPU strays further from exact arithmetic than the CPU"
+    assert a["top1_ref_gpu"] >= 0.92
+
+
+def test_model_prefill_matches_cpu(runs):
+    model, toks, cpu, ref = runs
     g = _core.CudaLlama(model, n_ctx=1024)
     gpu = g.forward(toks, 0, len(toks))
-    top1, rel = _agreement("prefill", gpu, cpu, toks)
-    assert top1 >= 0.99
-    assert rel <= 0.005
+    _assert_agreement(_agreement("prefill", gpu, cpu, ref, toks))
 
 
-def test_model_decode_matches_cpu(cpu_run):
-    model, toks, cpu = cpu_run
+def test_model_decode_matches_cpu(runs):
+    model, toks, cpu, ref = runs
     g = _core.CudaLlama(model, n_ctx=1024)
     n0, n1 = 40, 200
     rows = [g.forward(toks[:n0], 0, n0)]
     for i in range(n0, n1):
         rows.append(g.forward([toks[i]], i, 1))
     gpu = np.concatenate(rows)
-    top1, rel = _agreement("decode", gpu, cpu[:n1], toks[:n1])
-    assert top1 >= 0.99
-    assert rel <= 0.005
+    _assert_agreement(_agreement("decode", gpu, cpu[:n1], ref, toks[:n1]))
 
 
-def test_model_rejects_bad_calls(cpu_run):
-    model, toks, _ = cpu_run
+def test_model_rejects_bad_calls(runs):
+    model, toks = runs[0], runs[1]
     g = _core.CudaLlama(model, n_ctx=64)
     with pytest.raises(Exception):
         g.forward(toks[:65], 0, 1)            # past the context

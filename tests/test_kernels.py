@@ -246,3 +246,55 @@ def test_isas_above_cpu_are_refused():
         with pytest.raises(Exception):
             _core.vec_dot("Q8_0", isa, w, w, 32)
         assert isa not in _core.type_info("Q8_0")["kernels"], f"{isa} kernels registered on a CPU without {isa}"
+
+
+GEMM_TYPES = ["Q8_0", "Q4_1"]
+
+
+@pytest.mark.parametrize("t", GEMM_TYPES)
+def test_amx_gemm_matches_scalar_dots(t):
+    """The tiled AMX kernel of prompt processing agrees with the scalar dot per element,
+    ragged tile edges included."""
+    if DETECTED != "amx":
+        pytest.skip(f"this CPU supports at most {DETECTED}")
+    info = _core.type_info(t)
+    assert "amx" in info["gemm_kernels"], f"{t} has no AMX gemm kernel on an AMX CPU"
+    rng = np.random.default_rng([SEED, GEMM_TYPES.index(t)])
+    for n, nrows, ntok in [(32, 1, 1), (64, 16, 16), (256, 17, 33), (576, 40, 5), (1536, 64, 48)]:
+        w = rng.standard_normal((nrows, n)).astype(np.float32) * 10 ** rng.uniform(-2, 2, (nrows, 1)).astype(np.float32)
+        a = rng.standard_normal((ntok, n)).astype(np.float32)
+        wq, aq = _core.quantize(t, w), _core.quantize(info["vec_dot_type"], a)
+        got = _core.gemm(t, "amx", wq.tobytes(), aq.tobytes(), n, nrows, ntok)
+        wr, ar = wq.size // nrows, aq.size // ntok
+        for r in range(nrows):
+            wrow = wq[r * wr:(r + 1) * wr]
+            wd = _core.dequantize(t, wrow, n)
+            for tk in range(ntok):
+                arow = aq[tk * ar:(tk + 1) * ar]
+                ref = _core.vec_dot(t, "scalar", wrow.tobytes(), arow.tobytes(), n)
+                ad = _core.dequantize(info["vec_dot_type"], arow, n)
+                tol = (n // 16 + 32) * 2.0**-23 * _s_bound(wd, ad, 32)
+                assert abs(got[tk, r] - ref) <= tol, f"{t} n={n} row {r} token {tk}: {got[tk, r]} vs {ref} (seed {SEED})"
+
+
+@pytest.mark.parametrize("t", GEMM_TYPES)
+def test_amx_prompt_logits_match_avx512(t, tmp_path):
+    """Whole-model prompt processing through AMX tiles agrees with the AVX-512 path."""
+    if DETECTED != "amx":
+        pytest.skip(f"this CPU supports at most {DETECTED}")
+    import lowbit
+    from lowbit.tools import random_model
+
+    path = str(tmp_path / f"small-{t}.gguf")
+    random_model.make(path, "small", t, seed=1)
+    llm = lowbit.LLM(path, n_ctx=256, n_threads=4)
+    tokens = np.random.default_rng(SEED).integers(0, llm.n_vocab, 64).tolist()
+    _core.set_isa("amx")
+    amx = np.array(llm.logits(tokens))
+    _core.set_isa("avx512")
+    try:
+        ref = np.array(llm.logits(tokens))
+    finally:
+        _core.set_isa(DETECTED)
+    assert np.mean(amx.argmax(1) == ref.argmax(1)) >= 0.9
+    assert np.abs(amx - ref).max() < 0.05 * (ref.max() - ref.min())

@@ -1,6 +1,7 @@
 // pybind11 bindings: a thin layer over the C++ core.  The Pythonic API lives in
 // lowbit/*.py; this file only converts types and releases the GIL around real work.
 #include <pybind11/numpy.h>
+#include <chrono>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
@@ -137,6 +138,52 @@ float vec_dot(const std::string& type_name, const std::string& isa, py::bytes w,
     return out;
 }
 
+// c[ntok][nrows] through one ISA's tiled gemm kernel (AMX), for kernel tests.
+py::array_t<float> gemm(const std::string& type_name, const std::string& isa, py::bytes w, py::bytes a, int64_t n,
+                        int64_t nrows, int64_t ntok) {
+    const TypeTraits& tr = traits_by_name(type_name);
+    const Isa want = isa_by_name(isa);
+    if (int(want) > int(detected_isa())) throw Error(std::string("this CPU does not support ") + isa);
+    GemmFn fn = tr.gemm[int(want)];
+    if (!fn) throw Error(std::string("no ") + isa + " gemm kernel for " + tr.name);
+    std::string ws = w, as = a;
+    const size_t wr = row_bytes(type_id_of(tr), n), ar = row_bytes(tr.vec_dot_type, n);
+    if (ws.size() != wr * size_t(nrows) || as.size() != ar * size_t(ntok)) throw Error("gemm: buffer sizes do not match");
+    py::array_t<float> out({ntok, nrows});
+    float* c = out.mutable_data();
+    {
+        py::gil_scoped_release nogil;
+        fn(n, nrows, ntok, ws.data(), wr, as.data(), ar, c, nrows);
+    }
+    return out;
+}
+
+// Seconds per pass of one ISA's dot kernel over every row of w (best of `repeats`):
+// the kernel alone, for bench/dot_kernels.py.
+double bench_vec_dot(const std::string& type_name, const std::string& isa, py::bytes w, py::bytes a, int64_t n,
+                     int64_t iters, int64_t repeats) {
+    const TypeTraits& tr = traits_by_name(type_name);
+    const Isa want = isa_by_name(isa);
+    if (int(want) > int(detected_isa())) throw Error(std::string("this CPU does not support ") + isa);
+    VecDotFn fn = vec_dot_for(type_id_of(tr), want);
+    if (!fn) throw Error(std::string("no dot kernel for ") + tr.name);
+    std::string ws = w, as = a;
+    const size_t rb = row_bytes(type_id_of(tr), n);
+    if (ws.size() % rb || as.size() != row_bytes(tr.vec_dot_type, n)) throw Error("bench_vec_dot: buffer sizes");
+    const int64_t rows = int64_t(ws.size() / rb);
+    std::vector<float> out(static_cast<size_t>(rows));
+    double best = 1e30;
+    py::gil_scoped_release nogil;
+    for (int64_t rep = 0; rep < repeats; ++rep) {
+        auto t0 = std::chrono::steady_clock::now();
+        for (int64_t it = 0; it < iters; ++it)
+            for (int64_t r = 0; r < rows; ++r) fn(n, &out[size_t(r)], ws.data() + size_t(r) * rb, as.data());
+        auto t1 = std::chrono::steady_clock::now();
+        best = std::min(best, std::chrono::duration<double>(t1 - t0).count() / double(iters));
+    }
+    return best;
+}
+
 py::dict read_gguf(const std::string& path) {
     auto f = gguf::File::open(path);
     py::list meta, tensors;
@@ -209,6 +256,10 @@ PYBIND11_MODULE(_core, m) {
           py::arg("importance") = py::none());
     m.def("dequantize", &dequantize, py::arg("type"), py::arg("raw"), py::arg("n"));
     m.def("vec_dot", &vec_dot);
+    m.def("gemm", &gemm, py::arg("type"), py::arg("isa"), py::arg("w"), py::arg("a"), py::arg("n"), py::arg("nrows"),
+          py::arg("ntok"));
+    m.def("bench_vec_dot", &bench_vec_dot, py::arg("type"), py::arg("isa"), py::arg("w"), py::arg("a"), py::arg("n"),
+          py::arg("iters") = 1, py::arg("repeats") = 5);
     m.def("type_names", [] {
         std::vector<std::string> names;
         for (uint32_t i = 0; i < kTypeCount; ++i)
@@ -229,6 +280,10 @@ PYBIND11_MODULE(_core, m) {
         for (int i = 0; i < kIsaCount; ++i)
             if (t.vec_dot[i]) isas.append(isa_name(Isa(i)));
         d["kernels"] = isas;
+        py::list gemms;
+        for (int i = 0; i < kIsaCount; ++i)
+            if (t.gemm[i]) gemms.append(isa_name(Isa(i)));
+        d["gemm_kernels"] = gemms;
         return d;
     });
     m.def("detected_isa", [] { return std::string(isa_name(detected_isa())); });

@@ -102,4 +102,6 @@ VecDotFn vec_dot_for(Type t, Isa isa) {
 
 VecDotFn best_vec_dot(Type t) { return vec_dot_for(t, active_isa()); }
 
+GemmFn best_gemm(Type t) { return type_traits(t).gemm[int(active_isa())]; }
+
 }  // namespace lowbit

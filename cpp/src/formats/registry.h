@@ -40,6 +40,10 @@ using QuantizeRowsFn = void (*)(const float* src, void* dst, int64_t nrows, int6
                                 const float* importance);
 // out = dot(weight row w in this type, activation row a in vec_dot_type), n elements.
 using VecDotFn = void (*)(int64_t n, float* out, const void* w, const void* a);
+// Matrix-matrix product for prompt processing: c[t * ldc + r] = dot(w row r, a row t)
+// for r < nrows, t < ntok; rows of n elements, w_stride / a_stride bytes apart.
+using GemmFn = void (*)(int64_t n, int64_t nrows, int64_t ntok, const void* w, size_t w_stride, const void* a,
+                        size_t a_stride, float* c, int64_t ldc);
 
 struct TypeTraits {
     const char* name = nullptr;   // GGUF/llama.cpp spelling: "Q4_0", "F16", ...
@@ -56,6 +60,8 @@ struct TypeTraits {
     // Activations are converted to this type before the dot (Q8_0 for Q4_0, ...).
     Type vec_dot_type = Type::F32;
     VecDotFn vec_dot[kIsaCount] = {};
+    // Optional tiled kernels (AMX); null means matmul loops over vec_dot.
+    GemmFn gemm[kIsaCount] = {};
 };
 
 // The table.  Rows with name == nullptr are types lowbit does not implement.
@@ -72,6 +78,7 @@ Isa detected_isa();                    // best the hardware supports, ignoring L
 void set_active_isa(Isa isa);          // for tests; throws if the CPU lacks it
 VecDotFn best_vec_dot(Type t);
 VecDotFn vec_dot_for(Type t, Isa isa); // exact ISA's fallback chain, as best_vec_dot would use
+GemmFn best_gemm(Type t);              // the active ISA's tiled kernel, or null
 
 // Family registration hooks, one per file under formats/ and kernels/<isa>/.
 // registry.cpp calls each once to fill the table.

@@ -13,6 +13,9 @@ namespace {
 constexpr int64_t kRowGrain = 16;
 // Tokens processed against one tile of weight rows, so the tile stays in cache.
 constexpr int64_t kTokenTile = 8;
+// The tiled (AMX) path pays off once a 16-token tile is mostly full.
+constexpr int64_t kGemmMinTokens = 16;
+constexpr int64_t kGemmRowGrain = 64;
 
 }  // namespace
 
@@ -39,6 +42,13 @@ void matmul_rows(const WeightView& w, int64_t row_begin, int64_t row_end, const 
     }
 
     const int64_t n_rows = row_end - row_begin;
+    const GemmFn gemm = n_tokens >= kGemmMinTokens ? best_gemm(w.type) : nullptr;
+    if (gemm) {   // tiled kernel: each thread takes whole row chunks against every token
+        pool.parallel_for(n_rows, kGemmRowGrain, [&](int64_t r0, int64_t r1) {
+            gemm(w.cols, r1 - r0, n_tokens, w.row(row_begin + r0), w.row_bytes, act, act_row, y + r0, ld_y);
+        });
+        return;
+    }
     pool.parallel_for(n_rows, kRowGrain, [&](int64_t r0, int64_t r1) {
         for (int64_t rb = r0; rb < r1; rb += kRowGrain) {
             const int64_t re = std::min(r1, rb + kRowGrain);

@@ -23,6 +23,7 @@ SHAPES = {
     "llama3.2-1b": dict(dim=2048, layers=16, heads=32, kv_heads=8, ffn=8192, vocab=128256, rope=500000.0, ctx=131072),
     "llama3.2-3b": dict(dim=3072, layers=28, heads=24, kv_heads=8, ffn=8192, vocab=128256, rope=500000.0, ctx=131072),
     "llama3-8b": dict(dim=4096, layers=32, heads=32, kv_heads=8, ffn=14336, vocab=128256, rope=500000.0, ctx=8192),
+    "small": dict(dim=256, layers=2, heads=4, kv_heads=2, ffn=512, vocab=1024, rope=10000.0, ctx=512),
     "tiny": dict(dim=64, layers=2, heads=4, kv_heads=2, ffn=128, vocab=512, rope=10000.0, ctx=256),
 }
 
@@ -106,9 +107,7 @@ def make(path: str, shape: str, type_name: str, seed: int = 0) -> None:
             chunks.append(_core.quantize(type_name, x))
         data = np.concatenate(chunks).reshape(shp[0], -1)
         w.write_tensor_data(data)
-        print(f"  {name:32s} {type_name}", file=sys.stderr, end="\r")
     w.close()
-    print(file=sys.stderr)
 
 
 def main(argv=None) -> int:

@@ -21,6 +21,7 @@
 #include <new>
 
 #include "formats/blocks.h"
+#include "cpu_features.h"
 #include "formats/registry.h"
 #include "kernels/amx/amx_gemm.h"
 
@@ -192,6 +193,14 @@ void amx_gemm_q4_1(int64_t n, int64_t nrows, int64_t ntok, const void* w, size_t
 }
 
 // No dot kernels of its own (see above): the Isa::Amx slots fall back to AVX-512.
-void register_amx_kernels(TypeTable&) {}
+// Fills the gemm slots only where the CPU (and OS) grant AMX; the vec_dot slots stay
+// empty so single-token products use the AVX-512 kernels.
+void register_amx_kernels(TypeTable& table) {
+    if (detect_best_isa() != Isa::Amx) return;
+    auto& q8 = table[uint32_t(Type::Q8_0)];
+    if (q8.name && q8.vec_dot_type == Type::Q8_0) q8.gemm[int(Isa::Amx)] = amx_gemm_q8_0;
+    auto& q41 = table[uint32_t(Type::Q4_1)];
+    if (q41.name && q41.vec_dot_type == Type::Q8_1) q41.gemm[int(Isa::Amx)] = amx_gemm_q4_1;
+}
 
 }  // namespace lowbit
