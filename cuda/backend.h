@@ -19,8 +19,11 @@ std::string device_name();     // of device 0; "" when none
 class LlamaGpu {
   public:
     // Uploads the weights once, as stored (quantized blocks; rows padded to 16 bytes),
-    // and allocates the F16 KV cache for n_ctx positions on the GPU.
-    LlamaGpu(const Model& m, int64_t n_ctx);
+    // and allocates the F16 KV cache for n_ctx positions on the GPU.  f32_weights (a
+    // check, not a mode to run in): dequantize every matrix to F32 on the device, so that
+    // all products run in fp32 and only the F16 KV cache rounds; the logits then track a
+    // float64 forward pass closely, which tests the graph apart from 8-bit arithmetic.
+    LlamaGpu(const Model& m, int64_t n_ctx, bool f32_weights = false);
     ~LlamaGpu();
     LlamaGpu(const LlamaGpu&) = delete;
     LlamaGpu& operator=(const LlamaGpu&) = delete;

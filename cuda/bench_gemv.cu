@@ -204,6 +204,7 @@ int main(int argc, char** argv) {
                 ws[size_t(i)] = upload_matrix(t, s.rows, s.cols, nullptr, rb);
                 fill_random(ws[size_t(i)].data, ws[size_t(i)].pitch * size_t(s.rows), 100 + i);
             }
+            LB_CUDA_CHECK(cudaDeviceSynchronize());   // fills ran on the legacy stream
             float *x, *y;
             int8_t* xq;
             Q8Sums* xs;

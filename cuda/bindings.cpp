@@ -45,11 +45,11 @@ void bind(py::module_& m) {
         py::arg("type"), py::arg("raw"), py::arg("rows"), py::arg("cols"), py::arg("x"));
 
     py::class_<LlamaGpu>(m, "CudaLlama")
-        .def(py::init([](const Model& mo, int64_t n_ctx) {
+        .def(py::init([](const Model& mo, int64_t n_ctx, bool f32_weights) {
                  py::gil_scoped_release nogil;
-                 return std::make_unique<LlamaGpu>(mo, n_ctx);
+                 return std::make_unique<LlamaGpu>(mo, n_ctx, f32_weights);
              }),
-             py::arg("model"), py::arg("n_ctx") = 2048, py::keep_alive<1, 2>())
+             py::arg("model"), py::arg("n_ctx") = 2048, py::arg("f32_weights") = false, py::keep_alive<1, 2>())
         // logits of the last n_out tokens, [n_out, n_vocab]
         .def(
             "forward",

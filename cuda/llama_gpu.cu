@@ -250,6 +250,7 @@ struct LlamaGpu::Impl {
     HParams hp;
     int64_t n_ctx = 0, max_tok = 512;
     int nsm = 1;
+    bool f32_weights = false;
     cudaStream_t st = nullptr;
     std::vector<void*> allocs;
     size_t bytes = 0;
@@ -296,6 +297,21 @@ struct LlamaGpu::Impl {
             fail(std::string("the CUDA backend cannot run ") + what + ": its weight type (id " +
                  std::to_string(uint32_t(w.type)) + ") has no GPU kernel");
         DevMatrix m = upload_matrix(w.type, w.rows, w.cols, w.data, w.row_bytes);
+        if (f32_weights && w.type != Type::F32) {   // dequantize on the device (a check)
+            if (w.cols % 4 != 0) fail("f32_weights needs rows of a multiple of 4 values");
+            DevMatrix f = upload_matrix(Type::F32, w.rows, w.cols, nullptr, size_t(w.cols) * 4);
+            std::vector<int32_t> ids(size_t(w.rows));
+            for (int64_t r = 0; r < w.rows; ++r) ids[size_t(r)] = int32_t(r);
+            int32_t* d_ids = nullptr;
+            LB_CUDA_CHECK(cudaMalloc(&d_ids, ids.size() * sizeof(int32_t)));
+            LB_CUDA_CHECK(cudaMemcpy(d_ids, ids.data(), ids.size() * sizeof(int32_t), cudaMemcpyHostToDevice));
+            LB_CUDA_CHECK(cudaDeviceSynchronize());   // uploads ran on the legacy stream; st does not wait for it
+            dequant_rows(m, d_ids, w.rows, reinterpret_cast<float*>(f.data), st);   // pitch == cols * 4
+            LB_CUDA_CHECK(cudaStreamSynchronize(st));
+            cudaFree(d_ids);
+            free_matrix(m);
+            m = f;
+        }
         allocs.push_back(m.data);
         bytes += m.pitch * size_t(m.rows);
         return m;
@@ -377,8 +393,9 @@ struct LlamaGpu::Impl {
     }
 };
 
-LlamaGpu::LlamaGpu(const Model& m, int64_t n_ctx) : impl_(new Impl) {
+LlamaGpu::LlamaGpu(const Model& m, int64_t n_ctx, bool f32_weights) : impl_(new Impl) {
     Impl& I = *impl_;
+    I.f32_weights = f32_weights;
     if (m.vocab_only()) fail("this model was loaded with vocab_only and cannot be evaluated");
     if (!available()) fail("no CUDA device is available");
     I.hp = m.hparams();

@@ -20,8 +20,6 @@ A wrong nibble, a lost block or a saturated i16 moves the result by ~S / n_block
 outside this bound for the sizes tested; integer-valued float inputs are also checked
 for exact equality.
 """
-import glob
-import importlib.util
 import os
 import random
 import subprocess
@@ -31,26 +29,7 @@ import numpy as np
 import pytest
 
 
-def _load_core():
-    try:
-        from lowbit import _core
-
-        return _core
-    except ImportError:
-        pass
-    # The package may not import while other parts are unfinished: load the extension
-    # module by itself from LOWBIT_CORE_DIR or a lowbit/ folder on sys.path.
-    dirs = [os.environ.get("LOWBIT_CORE_DIR", "")] + [os.path.join(p, "lowbit") for p in sys.path]
-    for d in dirs:
-        for path in glob.glob(os.path.join(d, "_core*.so")) if d else []:
-            spec = importlib.util.spec_from_file_location("_core", path)
-            mod = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(mod)
-            return mod
-    pytest.skip("lowbit._core is not built", allow_module_level=True)
-
-
-_core = _load_core()
+from lowbit import _core
 
 SEED = int(os.environ.get("LOWBIT_TEST_SEED", random.SystemRandom().randrange(2**31)))
 print(f"\ntest_kernels: LOWBIT_TEST_SEED={SEED}")

@@ -1,6 +1,7 @@
 // Host emulation of cuda/formats.cuh: every unit decoder against the CPU formats' scalar
 // dequantizer, and the int8-activation dot (sc/of/sums algebra of gemv_q_kernel) against
 // float64.  Costs no GPU time:
+//   (target cuda_host_check with -DLOWBIT_CUDA=ON), or in a CPU-only checkout:
 //   g++ -std=c++17 -O2 -I cuda/host_check -I cpp/src cuda/host_check/host_check.cpp \
 //       build/liblowbit_core.a -lpthread -o /tmp/host_check && /tmp/host_check
 #define __device__

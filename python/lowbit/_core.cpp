@@ -184,7 +184,8 @@ double bench_vec_dot(const std::string& type_name, const std::string& isa, py::b
     return best;
 }
 
-py::dict read_gguf(const std::string& path) {
+// with_data=false leaves tensor bytes out (describing a file without copying gigabytes)
+py::dict read_gguf(const std::string& path, bool with_data) {
     auto f = gguf::File::open(path);
     py::list meta, tensors;
     for (auto& kv : f->metadata()) {
@@ -202,7 +203,7 @@ py::dict read_gguf(const std::string& path) {
         d["shape"] = t.ne;
         d["offset"] = t.offset;
         d["nbytes"] = t.nbytes;
-        d["data"] = py::bytes(reinterpret_cast<const char*>(t.data), t.nbytes);
+        if (with_data) d["data"] = py::bytes(reinterpret_cast<const char*>(t.data), t.nbytes);
         tensors.append(d);
     }
     py::dict out;
@@ -291,7 +292,7 @@ PYBIND11_MODULE(_core, m) {
     m.def("set_isa", [](const std::string& name) { set_active_isa(isa_by_name(name)); });
 
     // ---- GGUF
-    m.def("read_gguf", &read_gguf);
+    m.def("read_gguf", &read_gguf, py::arg("path"), py::arg("with_data") = true);
     m.def("write_gguf", &write_gguf);
 
     // ---- model

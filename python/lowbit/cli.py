@@ -95,14 +95,14 @@ def cmd_info(a: argparse.Namespace) -> int:
     path = a.model_file or a.model
     from .models import resolve_model_path
     path = resolve_model_path(path)
-    info = _core.read_gguf(path) if not a.no_tensors_data else None
+    info = _core.read_gguf(path, with_data=False)
     model = _core.Model(path, vocab_only=True)
     tensors = model.tensors()
     hp = model.hparams
     n_params = sum(_prod(t[2]) for t in tensors)
     size = sum(t[3] for t in tensors)
     print(f"file:         {path}")
-    print(f"gguf version: {info['version'] if info else '?'}")
+    print(f"gguf version: {info['version']}")
     print(f"architecture: {hp['arch']}")
     if hp.get("n_layer"):
         print(f"layers: {hp['n_layer']}  embedding: {hp['n_embd']}  heads: {hp['n_head']}  kv heads: {hp['n_head_kv']}  "
@@ -112,12 +112,10 @@ def cmd_info(a: argparse.Namespace) -> int:
     print(f"size:         {size / 2**20:.2f} MiB ({8 * size / max(n_params, 1):.2f} bits per weight)")
     counts = collections.Counter(t[1] for t in tensors)
     print("tensor types: " + ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
-    if info:
-        print("metadata:")
-        for key, vtype, etype, value in info["metadata"]:
-            key = key.decode("utf-8", errors="replace")
-            shown = _format_value(value)
-            print(f"  {key} ({vtype}{'[' + etype + ']' if etype else ''}) = {shown}")
+    print("metadata:")
+    for key, vtype, etype, value in info["metadata"]:
+        key = key.decode("utf-8", errors="replace")
+        print(f"  {key} ({vtype}{'[' + etype + ']' if etype else ''}) = {_format_value(value)}")
     if a.tensors:
         print("tensors:")
         for name, tname, shape, nbytes in tensors:
@@ -172,7 +170,6 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("model_file", nargs="?", default=None)
     _add_model(i)
     i.add_argument("--tensors", action="store_true", help="list every tensor")
-    i.add_argument("--no-tensors-data", action="store_true", help=argparse.SUPPRESS)
     i.set_defaults(func=cmd_info)
 
     pp = sub.add_parser("perplexity", help="perplexity of a text file, as llama-perplexity computes it")
