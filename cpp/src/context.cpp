@@ -3,6 +3,14 @@
 #include <algorithm>
 #include <thread>
 
+#ifdef LOWBIT_CUDA
+#include "cuda/backend.h"
+#else
+namespace lowbit::cuda {
+class LlamaGpu {};   // never constructed without the CUDA backend
+}  // namespace lowbit::cuda
+#endif
+
 namespace lowbit {
 
 namespace {
@@ -23,10 +31,22 @@ int resolve_threads(int n) {
 Context::Context(const Model& model, const ContextParams& params)
     : model_(model),
       params_(params),
-      cache_(model.hparams().n_layer, resolve_n_ctx(model, params.n_ctx), model.hparams().n_embd_kv()),
+      n_ctx_(resolve_n_ctx(model, params.n_ctx)),
+      // the CPU cache is not needed when the GPU backend keeps its own
+      cache_(model.hparams().n_layer, params.n_gpu_layers ? 0 : n_ctx_, model.hparams().n_embd_kv()),
       pool_(resolve_threads(params.n_threads)) {
     if (params_.n_batch <= 0) fail("n_batch must be positive");
+    if (params_.n_gpu_layers != 0) {
+#ifdef LOWBIT_CUDA
+        if (!cuda::available()) fail("n_gpu_layers was given but no CUDA device is available");
+        gpu_ = std::make_unique<cuda::LlamaGpu>(model_, n_ctx_);
+#else
+        fail("n_gpu_layers was given but this build of lowbit has no GPU backend (build with -DLOWBIT_CUDA=ON)");
+#endif
+    }
 }
+
+Context::~Context() = default;
 
 void Context::eval(const int32_t* tokens, int64_t n, bool all_logits) {
     if (n <= 0) fail("eval needs at least one token");
@@ -41,12 +61,15 @@ void Context::eval(const int32_t* tokens, int64_t n, bool all_logits) {
         const bool last = done + k == n;
         const int64_t n_out = all_logits ? k : (last ? 1 : 0);
         float* out = all_logits ? logits_.data() + done * n_vocab : logits_.data();
-        if (n_out == 0) {
-            // an inner batch whose logits nobody wants: still run the classifier-free part
-            llama_forward(model_, cache_, ws_, pool_, tokens + done, k, n_past_, 0, nullptr);
-        } else {
-            llama_forward(model_, cache_, ws_, pool_, tokens + done, k, n_past_, n_out, out);
+        float* dst = n_out ? out : nullptr;   // an inner batch whose logits nobody wants
+#ifdef LOWBIT_CUDA
+        if (gpu_) {
+            gpu_->forward(tokens + done, k, n_past_, n_out, dst);
+            n_past_ += k;
+            continue;
         }
+#endif
+        llama_forward(model_, cache_, ws_, pool_, tokens + done, k, n_past_, n_out, dst);
         n_past_ += k;
     }
 }

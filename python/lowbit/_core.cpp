@@ -11,6 +11,9 @@
 #include "models/model.h"
 #include "sampler.h"
 #include "tokenizer.h"
+#ifdef LOWBIT_CUDA
+#include "cuda/bindings.h"
+#endif
 
 namespace py = pybind11;
 using namespace lowbit;
@@ -291,6 +294,13 @@ PYBIND11_MODULE(_core, m) {
     m.def("active_isa", [] { return std::string(isa_name(active_isa())); });
     m.def("set_isa", [](const std::string& name) { set_active_isa(isa_by_name(name)); });
 
+    // ---- GPU backend
+#ifdef LOWBIT_CUDA
+    lowbit::cuda::bind(m);
+#else
+    m.def("cuda_available", [] { return false; });
+#endif
+
     // ---- GGUF
     m.def("read_gguf", &read_gguf, py::arg("path"), py::arg("with_data") = true);
     m.def("write_gguf", &write_gguf);
@@ -345,15 +355,18 @@ PYBIND11_MODULE(_core, m) {
 
     // ---- context
     py::class_<Context>(m, "Context")
-        .def(py::init([](Model& mo, int64_t n_ctx, int n_threads, int64_t n_batch) {
+        .def(py::init([](Model& mo, int64_t n_ctx, int n_threads, int64_t n_batch, int n_gpu_layers) {
                  ContextParams p;
                  p.n_ctx = n_ctx;
                  p.n_threads = n_threads;
                  p.n_batch = n_batch;
+                 p.n_gpu_layers = n_gpu_layers;
+                 py::gil_scoped_release nogil;
                  return std::make_unique<Context>(mo, p);
              }),
              py::arg("model"), py::arg("n_ctx") = 2048, py::arg("n_threads") = 0, py::arg("n_batch") = 512,
-             py::keep_alive<1, 2>())
+             py::arg("n_gpu_layers") = 0, py::keep_alive<1, 2>())
+        .def_property_readonly("on_gpu", &Context::on_gpu)
         .def("eval",
              [](Context& c, py::handle tokens, bool all_logits) {
                  std::vector<int32_t> ids = ids_from(tokens);

@@ -65,17 +65,20 @@ def _time_tg(ctx, tokens) -> float:
 
 
 def run(model_path: str, n_prompt: int = 512, n_gen: int = 128, n_threads: int | None = None,
-        reps: int = 5) -> list[BenchResult]:
+        reps: int = 5, n_gpu_layers: int | None = None) -> list[BenchResult]:
     if n_prompt < 0 or n_gen < 0 or reps < 1:
         raise ValueError("-p and -n must be >= 0 and -r >= 1")
     model = _core.Model(model_path)
     threads = n_threads or os.cpu_count() or 1
     n_ctx = max(n_prompt, n_gen, 16)
-    ctx = _core.Context(model, n_ctx=n_ctx, n_threads=threads, n_batch=max(n_prompt, 1))
+    if n_gpu_layers is None:
+        n_gpu_layers = -1 if _core.cuda_available() else 0
+    ctx = _core.Context(model, n_ctx=n_ctx, n_threads=threads, n_batch=max(n_prompt, 1), n_gpu_layers=n_gpu_layers)
     rng = np.random.default_rng(0)
     base = dict(model_filename=os.path.abspath(model_path), model_type=_model_type(model),
                 model_size=model.weight_bytes, model_n_params=model.n_params, n_threads=threads,
-                isa=_core.active_isa())
+                isa=_core.cuda_device_name() if ctx.on_gpu else _core.active_isa(),
+                backend="CUDA" if ctx.on_gpu else "CPU")
     results = []
     for n, timer, key in ((n_prompt, _time_pp, "n_prompt"), (n_gen, _time_tg, "n_gen")):
         if n == 0:

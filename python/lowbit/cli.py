@@ -17,6 +17,8 @@ def _add_model(p: argparse.ArgumentParser) -> None:
 def _add_runtime(p: argparse.ArgumentParser) -> None:
     p.add_argument("-t", "--threads", type=int, default=None, help="threads (default: all cores)")
     p.add_argument("-c", "--ctx-size", type=int, default=2048, help="context size in tokens (0: the model's)")
+    p.add_argument("-ngl", "--gpu-layers", "--n-gpu-layers", type=int, default=None, dest="gpu_layers",
+                   help="layers on the GPU (CUDA builds; default: all when a GPU is present, 0: CPU only)")
 
 
 def _add_sampling(p: argparse.ArgumentParser, temp: float = 0.8) -> None:
@@ -35,7 +37,7 @@ def _sampling_kwargs(a: argparse.Namespace) -> dict:
 
 def _open(a: argparse.Namespace):
     from .llm import LLM
-    return LLM(a.model, n_ctx=a.ctx_size, n_threads=a.threads)
+    return LLM(a.model, n_ctx=a.ctx_size, n_threads=a.threads, n_gpu_layers=getattr(a, "gpu_layers", None))
 
 
 def cmd_generate(a: argparse.Namespace) -> int:
@@ -144,7 +146,7 @@ def cmd_bench(a: argparse.Namespace) -> int:
     from . import bench
     from .models import resolve_model_path
     results = bench.run(resolve_model_path(a.model), n_prompt=a.n_prompt, n_gen=a.n_gen, n_threads=a.threads,
-                        reps=a.repetitions)
+                        reps=a.repetitions, n_gpu_layers=a.gpu_layers)
     print(bench.to_json(results) if a.json else bench.format_table(results))
     return 0
 
@@ -178,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("-c", "--ctx-size", type=int, default=512)
     pp.add_argument("-t", "--threads", type=int, default=None)
     pp.add_argument("--chunks", type=int, default=None, help="score only the first N chunks")
+    pp.add_argument("-ngl", "--gpu-layers", "--n-gpu-layers", type=int, default=None, dest="gpu_layers")
     pp.set_defaults(func=cmd_perplexity)
 
     b = sub.add_parser("bench", help="speed in llama-bench's form (pp512 / tg128)")
@@ -186,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("-n", "--n-gen", type=int, default=128, help="generated tokens (0 skips the test)")
     b.add_argument("-t", "--threads", type=int, default=None)
     b.add_argument("-r", "--repetitions", type=int, default=5)
+    b.add_argument("-ngl", "--gpu-layers", "--n-gpu-layers", type=int, default=None, dest="gpu_layers")
     b.add_argument("--json", action="store_true", help="print llama-bench-style JSON")
     b.set_defaults(func=cmd_bench)
 

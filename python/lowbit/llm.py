@@ -76,6 +76,7 @@ class LLM:
         n_batch: int = 512,
         seed: int | None = None,
         vocab_only: bool = False,
+        n_gpu_layers: int | None = None,
     ):
         path = resolve_model_path(model_path)
         if n_ctx < 0:
@@ -92,6 +93,10 @@ class LLM:
         self._n_ctx = n_ctx
         self._n_threads = n_threads or 0
         self._n_batch = n_batch
+        # None: everything on the GPU when this build has one and a device is present
+        if n_gpu_layers is None:
+            n_gpu_layers = -1 if _core.cuda_available() else 0
+        self._n_gpu_layers = n_gpu_layers
         self.seed = seed if seed is not None else random.SystemRandom().randrange(2**32)
         self._template: ChatTemplate | None = None
 
@@ -101,7 +106,8 @@ class LLM:
         if self.vocab_only:
             raise RuntimeError("this LLM was opened with vocab_only=True and cannot evaluate tokens")
         if self._ctx is None:
-            self._ctx = _core.Context(self.model, n_ctx=self._n_ctx, n_threads=self._n_threads, n_batch=self._n_batch)
+            self._ctx = _core.Context(self.model, n_ctx=self._n_ctx, n_threads=self._n_threads, n_batch=self._n_batch,
+                                      n_gpu_layers=self._n_gpu_layers)
         return self._ctx
 
     @property

@@ -17,8 +17,9 @@ for target in fuzz_gguf fuzz_tokenizer; do
   corpus=tests/fuzz/corpus/$target
   regress=tests/fuzz/regressions/$target
   mkdir -p "$corpus" "$regress"
-  if [ -n "$(ls -A "$regress")" ]; then
-    ./build-fuzz/$target -runs=0 "$regress"/* >/dev/null 2>&1 || { ./build-fuzz/$target "$regress"/*; exit 1; }
+  mapfile -t crashes < <(find "$regress" -type f ! -name .keep)
+  if [ ${#crashes[@]} -gt 0 ]; then
+    ./build-fuzz/$target -runs=0 "${crashes[@]}" >/dev/null 2>&1 || { ./build-fuzz/$target "${crashes[@]}"; exit 1; }
   fi
   if [ "${LOWBIT_FUZZ_KEEP:-0}" = 1 ]; then out=$corpus; else out=$(mktemp -d); fi
   echo "fuzzing $target for ${secs}s"
