@@ -59,7 +59,10 @@ def tensor_plan(s: dict) -> list[tuple[str, tuple[int, ...], bool]]:
     return plan
 
 
-def make(path: str, shape: str, type_name: str, seed: int = 0) -> None:
+def make(path: str, shape: str, type_name: str, seed: int = 0, distinct_rows: int | None = None) -> None:
+    """Writes the model.  distinct_rows limits how many different random rows each matrix
+    gets (the rest repeat them): for speed benchmarks of large shapes, where values don't
+    matter and quantizing billions of weights would take minutes."""
     if shape not in SHAPES:
         raise ValueError(f"unknown shape {shape!r}; known: {', '.join(SHAPES)}")
     s = SHAPES[shape]
@@ -99,13 +102,16 @@ def make(path: str, shape: str, type_name: str, seed: int = 0) -> None:
         if not is_matrix:
             w.write_tensor_data(np.ones(shp, dtype=np.float32))
             continue
+        n_rows = shp[0] if distinct_rows is None else min(shp[0], distinct_rows)
         rows_per_chunk = max(1, (1 << 24) // shp[1])
         chunks = []
-        for r0 in range(0, shp[0], rows_per_chunk):
-            r1 = min(shp[0], r0 + rows_per_chunk)
+        for r0 in range(0, n_rows, rows_per_chunk):
+            r1 = min(n_rows, r0 + rows_per_chunk)
             x = rng.standard_normal((r1 - r0, shp[1]), dtype=np.float32) * (1.0 / np.sqrt(shp[1]))
             chunks.append(_core.quantize(type_name, x))
-        data = np.concatenate(chunks).reshape(shp[0], -1)
+        data = np.concatenate(chunks).reshape(n_rows, -1)
+        if n_rows < shp[0]:
+            data = np.tile(data, (-(-shp[0] // n_rows), 1))[: shp[0]]
         w.write_tensor_data(data)
     w.close()
 
@@ -116,8 +122,10 @@ def main(argv=None) -> int:
     p.add_argument("--shape", default="llama3.2-1b", choices=sorted(SHAPES))
     p.add_argument("--type", default="Q8_0", help="tensor type (F16, Q8_0, Q4_0, Q4_K, ...)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--distinct-rows", type=int, default=None,
+                   help="random rows per matrix, repeated to fill it (fast files for speed tests)")
     a = p.parse_args(argv)
-    make(a.out, a.shape, a.type, a.seed)
+    make(a.out, a.shape, a.type, a.seed, a.distinct_rows)
     return 0
 
 
