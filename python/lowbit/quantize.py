@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import mmap
 import os
 import re
 import struct
@@ -169,6 +170,7 @@ class Planned:
     desc: TensorDesc
     target: str                 # type to write
     fallback: bool = False      # target replaced because the row length did not fit
+    nbytes: int = 0             # bytes written (set when the file is written)
 
 
 def n_dims(ne: Sequence[int]) -> int:
@@ -412,70 +414,158 @@ def _pad(n: int, align: int) -> int:
     return (n + align - 1) // align * align
 
 
-def _field_value(field):
-    try:
-        v = field.contents()
-    except Exception:   # noqa: BLE001 - an odd field is simply not used for hparams
-        return None
-    return v
+# GGUF value types: fixed sizes and struct codes (8: string, 9: array)
+_VSIZE = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+_VCODE = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
 
 
-def read_input(path: str):
-    """(reader, hparams, [TensorDesc], {name: reader tensor}, alignment)."""
+@dataclasses.dataclass
+class _InTensor:
+    desc: TensorDesc
+    type_id: int
+    offset: int                 # absolute, in the file
+    nbytes: int
+
+
+class GGUFIndex:
+    """The header of a GGUF file, parsed in place over a memory map: each key/value pair's
+    raw bytes (copied to the output unchanged), decoded scalar values, and where each
+    tensor's data lies.  (gguf-py's GGUFReader builds a numpy view per vocabulary string,
+    seconds for a 50k-token vocabulary; this takes milliseconds.)"""
+
+    def __init__(self, path: str):
+        self.path = path
+        with open(path, "rb") as f:
+            try:
+                self.map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            except ValueError as e:   # empty file
+                raise QuantizeError(f"{path} is not a GGUF file ({e})") from e
+        self.data = np.frombuffer(self.map, dtype=np.uint8)
+        try:
+            self._parse()
+        except (struct.error, IndexError, UnicodeDecodeError, OverflowError) as e:
+            raise QuantizeError(f"{path} is not a valid GGUF file (truncated or corrupt header: {e})") from e
+
+    def _parse(self) -> None:
+        m = self.map
+        if m[:4] != _GGUF_MAGIC:
+            raise QuantizeError(f"{self.path} is not a GGUF file (bad magic)")
+        version, n_tensors, n_kv = struct.unpack_from("<IQQ", m, 4)
+        if version not in (2, 3):
+            raise QuantizeError(f"{self.path}: GGUF version {version} is not supported")
+        off = 24
+        self.kv: list[tuple[str, bytes]] = []        # (key, raw bytes of the whole pair)
+        self.values: dict[str, object] = {}
+        for _ in range(n_kv):
+            start = off
+            key, off = self._str(off)
+            (vtype,) = struct.unpack_from("<I", m, off)
+            off += 4
+            value, off = self._value(vtype, off)
+            self.values[key] = value
+            self.kv.append((key, bytes(m[start:off])))
+        infos = []
+        for _ in range(n_tensors):
+            name, off = self._str(off)
+            (nd,) = struct.unpack_from("<I", m, off)
+            ne = struct.unpack_from(f"<{nd}Q", m, off + 4)
+            type_id, toff = struct.unpack_from("<IQ", m, off + 4 + 8 * nd)
+            off += 4 + 8 * nd + 12
+            infos.append((name, tuple(int(x) for x in ne), type_id, toff))
+        align = self.values.get("general.alignment", 32)
+        if not isinstance(align, int) or align <= 0 or align & (align - 1):
+            raise QuantizeError(f"{self.path}: bad general.alignment {align!r}")
+        self.alignment = align
+        base = _pad(off, align)
+        self.tensors: list[_InTensor] = []
+        for name, ne, type_id, toff in infos:
+            tname = _TYPE_NAMES.get(type_id, f"type{type_id}")
+            desc = TensorDesc(name, tname, ne)
+            if type_id in _TYPE_NAMES and can_dequantize(tname):
+                nbytes = _nbytes(tname, ne)
+            else:
+                nbytes = _foreign_nbytes(type_id, ne)
+            if base + toff + nbytes > len(m):
+                raise QuantizeError(f"{self.path}: tensor {name} lies beyond the end of the file (truncated?)")
+            self.tensors.append(_InTensor(desc, type_id, base + toff, nbytes))
+
+    def _str(self, off: int) -> tuple[str, int]:
+        (n,) = struct.unpack_from("<Q", self.map, off)
+        if off + 8 + n > len(self.map):
+            raise IndexError("string beyond the end of the file")
+        return bytes(self.map[off + 8:off + 8 + n]).decode("utf-8"), off + 8 + n
+
+    def _value(self, vtype: int, off: int):
+        m = self.map
+        if vtype in _VSIZE:
+            return struct.unpack_from("<" + _VCODE[vtype], m, off)[0], off + _VSIZE[vtype]
+        if vtype == 8:
+            (n,) = struct.unpack_from("<Q", m, off)
+            return bytes(m[off + 8:off + 8 + n]), off + 8 + n
+        if vtype == 9:
+            etype, n = struct.unpack_from("<IQ", m, off)
+            off += 12
+            if etype in _VSIZE:
+                size = _VSIZE[etype] * n
+                vals = list(struct.unpack_from(f"<{n}{_VCODE[etype]}", m, off)) if n <= 4096 else None
+                return vals, off + size
+            if etype == 8:
+                unpack = struct.unpack_from
+                for _ in range(n):
+                    off += 8 + unpack("<Q", m, off)[0]
+                if off > len(m):
+                    raise IndexError("array beyond the end of the file")
+                return None, off
+            raise QuantizeError(f"{self.path}: unsupported GGUF array element type {etype}")
+        raise QuantizeError(f"{self.path}: unknown GGUF value type {vtype}")
+
+    def close(self) -> None:
+        self.data = None
+        try:
+            self.map.close()
+        except BufferError:   # a numpy view still alive; the map goes with it
+            pass
+
+
+def _foreign_nbytes(type_id: int, ne: Sequence[int]) -> int:
+    """Size of a tensor of a type lowbit does not know, from gguf-py's table."""
     import gguf
 
+    try:
+        bs, ts = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType(type_id)]
+    except (ValueError, KeyError) as e:
+        raise QuantizeError(f"unknown tensor type id {type_id}") from e
+    return ne[0] // bs * ts * int(math.prod(ne[1:]))
+
+
+def read_input(path: str) -> tuple[GGUFIndex, HParams]:
     if not os.path.exists(path):
         raise FileNotFoundError(f"input file not found: {path}")
     if os.path.isdir(path):
         raise IsADirectoryError(f"input path is a directory, not a GGUF file: {path}")
-    try:
-        reader = gguf.GGUFReader(path, "r")
-    except Exception as e:  # noqa: BLE001 - gguf-py raises ValueError, struct or numpy errors
-        raise QuantizeError(f"{path} is not a readable GGUF file: {e}") from e
-    if reader.byte_order != "I":
-        raise QuantizeError(f"{path}: big-endian GGUF files are not supported")
-    fields = reader.fields
-    arch_f = fields.get("general.architecture")
-    arch = _field_value(arch_f) if arch_f is not None else None
-    if not isinstance(arch, str):
+    idx = GGUFIndex(path)
+    arch = idx.values.get("general.architecture")
+    if not isinstance(arch, bytes):
         raise QuantizeError(f"{path}: general.architecture is missing")
+    arch = arch.decode("utf-8", errors="replace")
 
     def num(key: str, default: int = 0) -> int:
-        f = fields.get(f"{arch}.{key}")
-        if f is None:
-            return default
-        v = _field_value(f)
+        v = idx.values.get(f"{arch}.{key}", default)
         if isinstance(v, list):
             v = v[0] if v else default
-        return int(v) if v is not None else default
+        return int(v) if isinstance(v, (int, float)) else default
 
     n_head = num("attention.head_count")
     hp = HParams(arch=arch, n_layer=num("block_count"), n_head=n_head,
                  n_head_kv=num("attention.head_count_kv", n_head), n_expert=num("expert_count"))
-    descs, by_name = [], {}
-    for t in reader.tensors:
-        tid = int(t.tensor_type)
-        if tid not in _TYPE_NAMES:
-            tname = getattr(t.tensor_type, "name", str(tid))
-        else:
-            tname = _TYPE_NAMES[tid]
-        descs.append(TensorDesc(t.name, tname, tuple(int(x) for x in t.shape)))
-        by_name[t.name] = t
-    align = int(getattr(reader, "alignment", 32))
-    return reader, hp, descs, by_name, align
+    return idx, hp
 
 
-def _metadata_bytes(reader, ftype: int) -> tuple[bytes, int]:
+def _metadata_bytes(idx: GGUFIndex, ftype: int) -> tuple[bytes, int]:
     """The input's key/value pairs, raw (types and bytes kept exactly), with
-    general.quantization_version and general.file_type set as llama.cpp sets them and the
-    split keys dropped."""
-    out = []
-    for name, f in reader.fields.items():
-        if name.startswith("GGUF.") or name in _SPLIT_KEYS or name in _SET_KEYS:
-            continue
-        size = sum(int(p.nbytes) for p in f.parts)
-        out.append(bytes(reader.data[f.offset:f.offset + size]))
-    # llama.cpp's gguf_set_val_* moves a key it sets to the end
+    general.quantization_version and general.file_type set as llama.cpp sets them (moved
+    to the end, as its gguf_set_val_* does) and the split keys dropped."""
+    out = [raw for key, raw in idx.kv if key not in _SPLIT_KEYS and key not in _SET_KEYS]
     out.append(_u32_kv("general.quantization_version", 2))
     out.append(_u32_kv("general.file_type", ftype))
     return b"".join(out), len(out)
@@ -528,76 +618,15 @@ def quantize_file(src: str, dst: str, type_name: str, *, threads: int | None = N
     threads = threads if threads is not None else (os.cpu_count() or 1)
     if threads < 1:
         raise QuantizeError("--threads must be at least 1")
-    reader, hp, descs, by_name, align = read_input(src)
-    if os.path.exists(dst) and os.path.samefile(src, dst):
-        raise QuantizeError("the output file must not be the input file")
-    plan = plan_types(descs, hp, mix, pure=pure, output_type=output_type, token_embedding_type=token_embedding_type)
-
-    # check everything before writing anything
-    for p in plan:
-        if p.target == p.desc.type:
-            continue
-        if p.target in _NOT_QUANTIZED - _FLOAT_TYPES or p.desc.type in _NOT_QUANTIZED - _FLOAT_TYPES:
-            raise QuantizeError(f"{p.desc.name}: cannot convert {p.desc.type} to {p.target}")
-        if is_quantized(p.desc.type) and not allow_requantize:
-            raise QuantizeError(f"{p.desc.name} is {p.desc.type}: requantizing a quantized tensor loses quality, "
-                                f"pass --allow-requantize to do it anyway (or start from an F32/F16/BF16 file)")
-        if not can_dequantize(p.desc.type):
-            raise QuantizeError(f"{p.desc.name}: lowbit cannot read tensors of type {p.desc.type}")
-        if not can_quantize(p.target):
-            raise QuantizeError(f"{p.desc.name}: lowbit cannot quantize to {p.target}")
-
-    kv, n_kv = _metadata_bytes(reader, ftype)
-    infos, offset = [], 0
-    sizes = []
-    for p in plan:
-        size = int(by_name[p.desc.name].n_bytes) if p.target == p.desc.type else _nbytes(p.target, p.desc.ne)
-        sizes.append(size)
-        infos.append(_tensor_info_bytes(p.desc.name, p.desc.ne, GGML_TYPES.get(p.target, int(by_name[p.desc.name].tensor_type)),
-                                        offset))
-        offset += _pad(size, align)
-
-    tmp = dst + ".tmp"
-    bytes_in = bytes_out = 0
-    n_params = 0
+    idx, hp = read_input(src)
     try:
-        with open(tmp, "wb") as f, ThreadPoolExecutor(max_workers=threads) as pool:
-            f.write(_GGUF_MAGIC + struct.pack("<IQQ", 3, len(plan), n_kv))
-            f.write(kv)
-            f.write(b"".join(infos))
-            f.write(b"\0" * (_pad(f.tell(), align) - f.tell()))
-            for i, (p, size) in enumerate(zip(plan, sizes)):
-                rt = by_name[p.desc.name]
-                raw = reader.data[rt.data_offset:rt.data_offset + int(rt.n_bytes)]
-                n_params += int(math.prod(p.desc.ne))
-                bytes_in += int(rt.n_bytes)
-                start = f.tell()
-                if p.target == p.desc.type:
-                    step = 1 << 26
-                    for o in range(0, len(raw), step):
-                        f.write(raw[o:o + step].tobytes())
-                else:
-                    _convert(pool, threads, f, raw, p.desc, p.target, chunk_values)
-                written = f.tell() - start
-                if written != size:
-                    raise QuantizeError(f"{p.desc.name}: wrote {written} bytes, expected {size}")
-                bytes_out += size
-                f.write(b"\0" * (_pad(size, align) - size))
-                if log:
-                    shape = ", ".join(f"{x:6d}" for x in p.desc.ne)
-                    what = (f"converting to {p.target}{' (fallback)' if p.fallback else ''} .. "
-                            if p.target != p.desc.type else "")
-                    log(f"[{i + 1:4d}/{len(plan):4d}] {p.desc.name:36s} - [{shape}], type = {p.desc.type:>6s}, "
-                        f"{what}size = {rt.n_bytes / 2**20:8.3f} MiB -> {size / 2**20:8.3f} MiB")
-        os.replace(tmp, dst)
-    except BaseException:
-        try:
-            os.remove(tmp)
-        except OSError:
-            pass
-        raise
+        plan = _write(idx, hp, src, dst, mix, ftype, threads, allow_requantize, pure, output_type,
+                      token_embedding_type, log, chunk_values)
     finally:
-        del reader
+        idx.close()
+    n_params = sum(int(math.prod(p.desc.ne)) for p in plan)
+    bytes_in = sum(t.nbytes for t in idx.tensors)
+    bytes_out = sum(p.nbytes for p in plan)
     n_fallback = sum(p.fallback for p in plan)
     res = QuantizeResult(dst, mix, ftype, plan, n_params, bytes_in, bytes_out, n_fallback, time.perf_counter() - t0)
     if log:
@@ -607,6 +636,77 @@ def quantize_file(src: str, dst: str, type_name: str, *, threads: int | None = N
             log(f"{n_fallback} of {len(plan)} tensor(s) needed a fallback type (rows not a multiple of the block size)")
         log(f"quantized to {mix} in {res.seconds:.1f} s")
     return res
+
+
+def _write(idx: GGUFIndex, hp: HParams, src: str, dst: str, mix: str, ftype: int, threads: int,
+           allow_requantize: bool, pure: bool, output_type: str | None, token_embedding_type: str | None,
+           log: Callable[[str], None] | None, chunk_values: int) -> list[Planned]:
+    if os.path.exists(dst) and os.path.samefile(src, dst):
+        raise QuantizeError("the output file must not be the input file")
+    by_name = {t.desc.name: t for t in idx.tensors}
+    plan = plan_types([t.desc for t in idx.tensors], hp, mix, pure=pure, output_type=output_type,
+                      token_embedding_type=token_embedding_type)
+
+    # check everything before writing anything
+    for p in plan:
+        if p.target == p.desc.type:
+            continue
+        if p.target in _NOT_QUANTIZED - _FLOAT_TYPES or p.desc.type in _NOT_QUANTIZED - _FLOAT_TYPES:
+            raise QuantizeError(f"{p.desc.name}: cannot convert {p.desc.type} to {p.target}")
+        if is_quantized(p.desc.type) and not allow_requantize:
+            raise QuantizeError(f"{p.desc.name} is {p.desc.type}: requantizing a quantized tensor loses quality; "
+                                f"pass --allow-requantize to do it anyway (or start from an F32/F16/BF16 file)")
+        if p.desc.type not in GGML_TYPES or not can_dequantize(p.desc.type):
+            raise QuantizeError(f"{p.desc.name}: lowbit cannot read tensors of type {p.desc.type}")
+        if not can_quantize(p.target):
+            raise QuantizeError(f"{p.desc.name}: lowbit cannot quantize to {p.target}")
+
+    align = idx.alignment
+    kv, n_kv = _metadata_bytes(idx, ftype)
+    infos, offset = [], 0
+    for p in plan:
+        t = by_name[p.desc.name]
+        same = p.target == p.desc.type
+        p.nbytes = t.nbytes if same else _nbytes(p.target, p.desc.ne)
+        infos.append(_tensor_info_bytes(p.desc.name, p.desc.ne, t.type_id if same else GGML_TYPES[p.target], offset))
+        offset += _pad(p.nbytes, align)
+
+    tmp = dst + ".tmp"
+    try:
+        with open(tmp, "wb") as f, ThreadPoolExecutor(max_workers=threads) as pool:
+            f.write(_GGUF_MAGIC + struct.pack("<IQQ", 3, len(plan), n_kv))
+            f.write(kv)
+            f.write(b"".join(infos))
+            f.write(b"\0" * (_pad(f.tell(), align) - f.tell()))
+            for i, p in enumerate(plan):
+                t = by_name[p.desc.name]
+                raw = idx.data[t.offset:t.offset + t.nbytes]
+                start = f.tell()
+                if p.target == p.desc.type:
+                    step = 1 << 26
+                    for o in range(0, len(raw), step):
+                        f.write(raw[o:o + step].tobytes())
+                else:
+                    _convert(pool, threads, f, raw, p.desc, p.target, chunk_values)
+                written = f.tell() - start
+                if written != p.nbytes:
+                    raise QuantizeError(f"{p.desc.name}: wrote {written} bytes, expected {p.nbytes}")
+                f.write(b"\0" * (_pad(p.nbytes, align) - p.nbytes))
+                del raw
+                if log:
+                    shape = ", ".join(f"{x:6d}" for x in p.desc.ne)
+                    what = (f"converting to {p.target}{' (fallback)' if p.fallback else ''} .. "
+                            if p.target != p.desc.type else "")
+                    log(f"[{i + 1:4d}/{len(plan):4d}] {p.desc.name:36s} - [{shape}], type = {p.desc.type:>6s}, "
+                        f"{what}size = {t.nbytes / 2**20:8.3f} MiB -> {p.nbytes / 2**20:8.3f} MiB")
+        os.replace(tmp, dst)
+    except BaseException:
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        raise
+    return plan
 
 
 def _convert(pool: ThreadPoolExecutor, threads: int, f, raw: np.ndarray, desc: TensorDesc, target: str,
