@@ -110,10 +110,11 @@ def _ppl(logits: np.ndarray, toks) -> float:
     return float(np.exp(np.mean(lse - lg[np.arange(len(tgt)), tgt])))
 
 
-def reference_forward(path: str, tokens, n_rot: int, base: float, eps: float) -> np.ndarray:
-    """Float64 llama forward (weights dequantized by lowbit's scalar code): the exact
-    arithmetic both runtimes approximate with 8-bit activations.  Same graph as
-    tests/conformance/reference_llama.py, without gguf-py (absent on the GPU machine)."""
+def reference_forward(path: str, tokens) -> np.ndarray:
+    """Float64 llama forward (tests/conformance/reference_llama.py) on weights dequantized
+    by lowbit's scalar code (gguf-py may be absent on the GPU machine)."""
+    from conformance.reference_llama import forward, hparams
+
     g = _core.read_gguf(path)
     meta = {k.decode(): v for k, _, _, v in g["metadata"]}
     w = {}
@@ -121,44 +122,7 @@ def reference_forward(path: str, tokens, n_rot: int, base: float, eps: float) ->
         n = int(np.prod(t["shape"]))
         a = np.asarray(_core.dequantize(t["type_name"], np.frombuffer(t["data"], np.uint8), n), np.float64)
         w[t["name"].decode()] = a.reshape(list(reversed(t["shape"])))
-    n_layer, n_head = meta["llama.block_count"], meta["llama.attention.head_count"]
-    n_kv = meta["llama.attention.head_count_kv"]
-    emb = w["token_embd.weight"]
-    out_w = w.get("output.weight", emb)
-    x = emb[np.asarray(tokens)]
-    n, d = x.shape
-    hd = d // n_head
-    ang = np.arange(n)[:, None] * base ** (-np.arange(0, n_rot, 2) / n_rot)[None, :]
-    cos, sin = np.cos(ang)[:, None], np.sin(ang)[:, None]
-
-    def rope(v):   # pairs (2i, 2i+1), the first n_rot dims
-        r = v.copy()
-        a, b = v[..., 0:n_rot:2], v[..., 1:n_rot:2]
-        r[..., 0:n_rot:2] = a * cos - b * sin
-        r[..., 1:n_rot:2] = a * sin + b * cos
-        return r
-
-    def rms(v, gain):
-        return v / np.sqrt((v * v).mean(-1, keepdims=True) + eps) * gain
-
-    mask = np.triu(np.full((n, n), -np.inf), 1)
-    for layer in range(n_layer):
-        p = f"blk.{layer}."
-        h = rms(x, w[p + "attn_norm.weight"])
-        q = rope((h @ w[p + "attn_q.weight"].T).reshape(n, n_head, hd))
-        k = rope((h @ w[p + "attn_k.weight"].T).reshape(n, n_kv, hd))
-        v = (h @ w[p + "attn_v.weight"].T).reshape(n, n_kv, hd)
-        att = np.empty((n, n_head, hd))
-        for head in range(n_head):
-            kv = head // (n_head // n_kv)
-            sc = q[:, head] @ k[:, kv].T / np.sqrt(hd) + mask
-            sc = np.exp(sc - sc.max(1, keepdims=True))
-            att[:, head] = (sc / sc.sum(1, keepdims=True)) @ v[:, kv]
-        x = x + att.reshape(n, d) @ w[p + "attn_output.weight"].T
-        h = rms(x, w[p + "ffn_norm.weight"])
-        gt, up = h @ w[p + "ffn_gate.weight"].T, h @ w[p + "ffn_up.weight"].T
-        x = x + (gt / (1 + np.exp(-gt)) * up) @ w[p + "ffn_down.weight"].T
-    return rms(x, w["output_norm.weight"]) @ out_w.T
+    return forward(hparams(meta), w, tokens)
 
 
 N_REF = 256   # tokens the float64 reference covers
@@ -173,8 +137,7 @@ def runs():
     ctx = _core.Context(model, n_ctx=1024, n_threads=0, n_batch=512)
     ctx.eval(toks, all_logits=True)
     cpu = np.array(ctx.logits(), copy=True)
-    hp = model.hparams
-    ref = reference_forward(path, toks[:N_REF], hp["n_rot"], hp["rope_base"], hp["rms_eps"])
+    ref = reference_forward(path, toks[:N_REF])
     return model, toks, cpu, ref
 
 

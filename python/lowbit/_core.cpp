@@ -85,6 +85,13 @@ Isa isa_by_name(const std::string& name) {
     throw Error("unknown ISA '" + name + "' (scalar, avx2, avx512, amx)");
 }
 
+// The named ISA, checked against what this CPU can run (kernel tests pick paths by name).
+Isa runnable_isa(const std::string& name) {
+    const Isa isa = isa_by_name(name);
+    if (int(isa) > int(detected_isa())) throw Error("this CPU does not support " + name);
+    return isa;
+}
+
 py::array_t<uint8_t> quantize(const std::string& type_name, py::array_t<float, py::array::c_style | py::array::forcecast> x,
                               bool reference, py::object importance) {
     const TypeTraits& tr = traits_by_name(type_name);
@@ -129,9 +136,7 @@ py::array_t<float> dequantize(const std::string& type_name, py::array_t<uint8_t,
 // dot(w row in `type`, activations x quantized to its dot type) on one ISA's kernel.
 float vec_dot(const std::string& type_name, const std::string& isa, py::bytes w, py::bytes a, int64_t n) {
     const TypeTraits& tr = traits_by_name(type_name);
-    const Isa want = isa_by_name(isa);
-    if (int(want) > int(detected_isa())) throw Error(std::string("this CPU does not support ") + isa);
-    VecDotFn fn = vec_dot_for(type_id_of(tr), want);
+    VecDotFn fn = vec_dot_for(type_id_of(tr), runnable_isa(isa));
     if (!fn) throw Error(std::string("no dot kernel for ") + tr.name);
     std::string ws = w, as = a;
     if (ws.size() != row_bytes(type_id_of(tr), n) || as.size() != row_bytes(tr.vec_dot_type, n))
@@ -145,9 +150,7 @@ float vec_dot(const std::string& type_name, const std::string& isa, py::bytes w,
 py::array_t<float> gemm(const std::string& type_name, const std::string& isa, py::bytes w, py::bytes a, int64_t n,
                         int64_t nrows, int64_t ntok) {
     const TypeTraits& tr = traits_by_name(type_name);
-    const Isa want = isa_by_name(isa);
-    if (int(want) > int(detected_isa())) throw Error(std::string("this CPU does not support ") + isa);
-    GemmFn fn = tr.gemm[int(want)];
+    GemmFn fn = tr.gemm[int(runnable_isa(isa))];
     if (!fn) throw Error(std::string("no ") + isa + " gemm kernel for " + tr.name);
     std::string ws = w, as = a;
     const size_t wr = row_bytes(type_id_of(tr), n), ar = row_bytes(tr.vec_dot_type, n);
@@ -166,9 +169,7 @@ py::array_t<float> gemm(const std::string& type_name, const std::string& isa, py
 double bench_vec_dot(const std::string& type_name, const std::string& isa, py::bytes w, py::bytes a, int64_t n,
                      int64_t iters, int64_t repeats) {
     const TypeTraits& tr = traits_by_name(type_name);
-    const Isa want = isa_by_name(isa);
-    if (int(want) > int(detected_isa())) throw Error(std::string("this CPU does not support ") + isa);
-    VecDotFn fn = vec_dot_for(type_id_of(tr), want);
+    VecDotFn fn = vec_dot_for(type_id_of(tr), runnable_isa(isa));
     if (!fn) throw Error(std::string("no dot kernel for ") + tr.name);
     std::string ws = w, as = a;
     const size_t rb = row_bytes(type_id_of(tr), n);

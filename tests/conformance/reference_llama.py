@@ -3,19 +3,26 @@
 Weights are dequantized with gguf-py; every product is exact up to float64 rounding,
 so it shows how far each runtime's 8-bit activation arithmetic takes it from the math.
 """
-import gguf
 import numpy as np
-from gguf.quants import dequantize
+
+
+def hparams(meta):
+    """The hyperparameters forward() needs, from llama.* metadata {key: value}."""
+    n_embd, n_head = meta["llama.embedding_length"], meta["llama.attention.head_count"]
+    return dict(n_layer=meta["llama.block_count"], n_head=n_head, n_kv=meta["llama.attention.head_count_kv"],
+                eps=meta["llama.attention.layer_norm_rms_epsilon"], base=meta.get("llama.rope.freq_base", 10000.0),
+                n_rot=meta.get("llama.rope.dimension_count", n_embd // n_head))
 
 
 def load_weights(path):
+    """(hparams, {name: float64 array}) with gguf-py's dequantization."""
+    import gguf
+    from gguf.quants import dequantize
+
     r = gguf.GGUFReader(path)
-    f = {k: v.contents() for k, v in r.fields.items() if k.startswith("llama.")}
-    hp = dict(n_layer=f["llama.block_count"], n_head=f["llama.attention.head_count"],
-              n_kv=f["llama.attention.head_count_kv"], eps=f["llama.attention.layer_norm_rms_epsilon"],
-              base=f.get("llama.rope.freq_base", 10000.0))
+    meta = {k: v.contents() for k, v in r.fields.items() if k.startswith("llama.")}
     w = {t.name: dequantize(t.data, t.tensor_type).astype(np.float64) for t in r.tensors}
-    return hp, w
+    return hparams(meta), w
 
 
 def forward(hp, w, tokens):
@@ -26,14 +33,15 @@ def forward(hp, w, tokens):
     n, d = x.shape
     n_head, n_kv = hp["n_head"], hp["n_kv"]
     hd = d // n_head
-    ang = np.arange(n)[:, None] * hp["base"] ** (-np.arange(0, hd, 2) / hd)[None, :]
+    n_rot = hp["n_rot"]
+    ang = np.arange(n)[:, None] * hp["base"] ** (-np.arange(0, n_rot, 2) / n_rot)[None, :]
     cos, sin = np.cos(ang)[:, None], np.sin(ang)[:, None]
 
-    def rope(v):   # llama.cpp's "normal" RoPE: pairs (2i, 2i+1)
-        a, b = v[..., 0::2], v[..., 1::2]
-        r = np.empty_like(v)
-        r[..., 0::2] = a * cos - b * sin
-        r[..., 1::2] = a * sin + b * cos
+    def rope(v):   # llama.cpp's "normal" RoPE: pairs (2i, 2i+1) of the first n_rot dims
+        a, b = v[..., 0:n_rot:2], v[..., 1:n_rot:2]
+        r = v.copy()
+        r[..., 0:n_rot:2] = a * cos - b * sin
+        r[..., 1:n_rot:2] = a * sin + b * cos
         return r
 
     def rms(v, g):
