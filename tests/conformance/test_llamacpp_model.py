@@ -18,6 +18,14 @@ PROMPTS = [
     "Q: What is the boiling point of water?\nA:",
     "The French Revolution began in",
     "Machine learning is a field of",
+    "The human heart has four chambers:",
+    "Shakespeare wrote many plays, including",
+    "The speed of light in a vacuum is",
+    "for i in range(10):\n",
+    "Mount Everest is located in",
+    "The Great Wall of China was built",
+    "SELECT name, age FROM users WHERE",
+    "The mitochondria is the powerhouse of",
     "<|im_start|>user\nName three colors.<|im_end|>\n<|im_start|>assistant\n",
 ]
 N_GREEDY = 64
