@@ -33,6 +33,16 @@ class LlamaGpu {
     // tokens to host memory logits[n_out][n_vocab] (logits may be null when n_out == 0).
     void forward(const int32_t* tokens, int64_t n, int64_t pos0, int64_t n_out, float* logits);
 
+    // Switches (for tests and benchmarks; defaults from the environment: LOWBIT_CUDA_GRAPH,
+    // LOWBIT_CUDA_MMA, LOWBIT_CUDA_PDL, each on unless set to 0).  graphs: replay the
+    // one-token decode step as a CUDA graph.  mma: tensor-core products for batches of
+    // mma_min_tokens or more.  pdl: matrix kernels start streaming weights while the
+    // kernel before them finishes (sm_90).
+    void set_options(bool graphs, bool mma, bool pdl);
+    bool graphs() const;
+    bool mma() const;
+    bool pdl() const;
+
     int64_t n_ctx() const;
     int64_t n_vocab() const;
     size_t device_bytes() const;   // weights + cache + buffers
@@ -48,5 +58,10 @@ class LlamaGpu {
 // i.e. the int8-quantized x times its block scale for block formats, x itself otherwise.
 void gemv_host(Type type, const void* w, int64_t rows, int64_t cols, const float* x, int64_t ntok, float* y,
                float* x_used);
+// The same through a chosen path: 0 the GEMV kernels, 1 the tensor-core path (F16
+// operands; x_used is then x rounded to F16), -1 the one the model would take for ntok
+// tokens.  Returns the path taken.
+int matmul_host(Type type, const void* w, int64_t rows, int64_t cols, const float* x, int64_t ntok, float* y,
+                float* x_used, int path);
 
 }  // namespace lowbit::cuda

@@ -25,7 +25,7 @@ void bind(py::module_& m) {
     m.def(
         "cuda_gemv",
         [](const std::string& type, py::buffer raw, int64_t rows, int64_t cols,
-           py::array_t<float, py::array::c_style | py::array::forcecast> x) {
+           py::array_t<float, py::array::c_style | py::array::forcecast> x, const std::string& path) {
             Type t;
             if (!type_by_name(type.c_str(), &t)) fail("the CUDA backend has no kernel for type '" + type + "'");
             const py::buffer_info wb = raw.request();
@@ -35,14 +35,29 @@ void bind(py::module_& m) {
                      std::to_string(rb * size_t(rows)));
             if (x.ndim() != 2 || x.shape(1) != cols) fail("cuda_gemv: x must be [ntok, cols]");
             const int64_t ntok = x.shape(0);
+            int p = -1;
+            if (path == "gemv") p = 0;
+            else if (path == "mma") p = 1;
+            else if (path != "auto") fail("cuda_gemv: path must be 'auto', 'gemv' or 'mma'");
             py::array_t<float> y({ntok, rows}), used({ntok, cols});
             {
                 py::gil_scoped_release nogil;
-                gemv_host(t, wb.ptr, rows, cols, x.data(), ntok, y.mutable_data(), used.mutable_data());
+                matmul_host(t, wb.ptr, rows, cols, x.data(), ntok, y.mutable_data(), used.mutable_data(), p);
             }
             return py::make_tuple(y, used);
         },
-        py::arg("type"), py::arg("raw"), py::arg("rows"), py::arg("cols"), py::arg("x"));
+        py::arg("type"), py::arg("raw"), py::arg("rows"), py::arg("cols"), py::arg("x"), py::arg("path") = "gemv");
+    // whether the tensor-core path exists for this type and row width, and from how many tokens the model uses it
+    m.def("cuda_mma_supported", [](const std::string& type, int64_t cols) {
+        Type t;
+        if (!type_by_name(type.c_str(), &t)) fail("unknown type '" + type + "'");
+        return mma_supported(t, cols);
+    });
+    m.def("cuda_mma_min_tokens", [](const std::string& type) {
+        Type t;
+        if (!type_by_name(type.c_str(), &t)) fail("unknown type '" + type + "'");
+        return mma_min_tokens(t);
+    });
 
     py::class_<LlamaGpu>(m, "CudaLlama")
         .def(py::init([](const Model& mo, int64_t n_ctx, bool f32_weights) {
@@ -63,6 +78,18 @@ void bind(py::module_& m) {
                 return out;
             },
             py::arg("tokens"), py::arg("pos0"), py::arg("n_out"))
+        // graphs: decode steps replayed as CUDA graphs; mma: tensor-core prefill; pdl:
+        // programmatic dependent launch of the matrix kernels
+        .def(
+            "set_options",
+            [](LlamaGpu& g, py::object graphs, py::object mma, py::object pdl) {
+                g.set_options(graphs.is_none() ? g.graphs() : graphs.cast<bool>(),
+                              mma.is_none() ? g.mma() : mma.cast<bool>(), pdl.is_none() ? g.pdl() : pdl.cast<bool>());
+            },
+            py::arg("graphs") = py::none(), py::arg("mma") = py::none(), py::arg("pdl") = py::none())
+        .def_property_readonly("options", [](const LlamaGpu& g) {
+            return py::dict(py::arg("graphs") = g.graphs(), py::arg("mma") = g.mma(), py::arg("pdl") = g.pdl());
+        })
         .def_property_readonly("n_ctx", &LlamaGpu::n_ctx)
         .def_property_readonly("device_bytes", &LlamaGpu::device_bytes);
 }

@@ -11,6 +11,8 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -36,6 +38,7 @@ gemv_q_kernel(const uint8_t* __restrict__ W, size_t pitch, int nblocks, int nrow
     static_assert(CBYTES % 16 == 0, "a chunk must be a whole number of 16-byte copies");
     extern __shared__ __align__(16) uint8_t smem[];
 
+    griddep_launch();   // the next kernel (if launched as a programmatic dependent) may be scheduled
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int row = blockIdx.x * kWarps + warp;
     if (row >= nrows) return;   // warp-uniform; the kernel has no block-wide barrier
@@ -61,6 +64,7 @@ gemv_q_kernel(const uint8_t* __restrict__ W, size_t pitch, int nblocks, int nrow
     for (int t = 0; t < NT; ++t) acc[t] = 0.0f;
 
     issue(0, buf0);
+    griddep_wait();   // weights only above this line: the activations may still be in the making
     for (int c = 0; c < nchunks; ++c) {
         const uint8_t* cur = (c & 1) ? buf1 : buf0;
         if (c + 1 < nchunks) {
@@ -141,6 +145,7 @@ gemv_f_kernel(const uint8_t* __restrict__ W, size_t pitch, int cols, int nrows, 
               int64_t ldx, int vec_ok, int ntok, float* __restrict__ y, int64_t ldy, int accumulate) {
     using V = FloatVec<KIND>;
     constexpr int EPV = V::EPV, U = 4;
+    griddep_launch();
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int row = blockIdx.x * kWarps + warp;
     if (row >= nrows) return;
@@ -153,12 +158,17 @@ gemv_f_kernel(const uint8_t* __restrict__ W, size_t pitch, int cols, int nrows, 
 #pragma unroll
     for (int t = 0; t < NT; ++t) acc[t] = 0.0f;
 
+    bool waited = false;
     for (int base = 0; base < nv; base += 32 * U) {
         uint4 v[U];
 #pragma unroll
         for (int k = 0; k < U; ++k) {
             const int i = base + 32 * k + lane;
             if (i < nv) v[k] = __ldg(wv + i);
+        }
+        if (!waited) {   // the first weights are in flight; now wait for the activations
+            griddep_wait();
+            waited = true;
         }
 #pragma unroll
         for (int k = 0; k < U; ++k) {
@@ -182,6 +192,7 @@ gemv_f_kernel(const uint8_t* __restrict__ W, size_t pitch, int cols, int nrows, 
             }
         }
     }
+    if (!waited) griddep_wait();
     for (int c = nv * EPV + lane; c < cols; c += 32) {
         const float w = V::elem(wrow, c);
 #pragma unroll
@@ -243,39 +254,39 @@ __global__ void dequant_rows_f_kernel(const uint8_t* __restrict__ W, size_t pitc
 
 template <class F>
 void launch_q(const DevMatrix& w, const DevAct& a, int64_t ntok, float* y, int64_t ldy, bool accumulate,
-              cudaStream_t st) {
+              cudaStream_t st, bool pdl) {
     if (!a.q || !a.s) fail("gemv: " + std::string(type_name(w.type)) + " weights need int8 activations");
     const int nblocks = int(w.cols / F::QK);
     const size_t smem = size_t(kWarps) * 2 * F::CHUNK * F::BYTES;
     const dim3 block(kWarps * 32);
+    const int acc = accumulate ? 1 : 0;
     if (ntok == 1) {
         const dim3 grid(unsigned(ceil_div(w.rows, kWarps)), 1);
-        gemv_q_kernel<F, 1><<<grid, block, smem, st>>>(w.data, w.pitch, nblocks, int(w.rows), a.q, a.s, w.cols, 1, y,
-                                                       ldy, accumulate);
+        launch(gemv_q_kernel<F, 1>, grid, block, smem, st, pdl, w.data, w.pitch, nblocks, int(w.rows), a.q, a.s,
+               w.cols, 1, y, ldy, acc);
     } else {
         const dim3 grid(unsigned(ceil_div(w.rows, kWarps)), unsigned(ceil_div(ntok, 8)));
-        gemv_q_kernel<F, 8><<<grid, block, smem, st>>>(w.data, w.pitch, nblocks, int(w.rows), a.q, a.s, w.cols,
-                                                       int(ntok), y, ldy, accumulate);
+        launch(gemv_q_kernel<F, 8>, grid, block, smem, st, pdl, w.data, w.pitch, nblocks, int(w.rows), a.q, a.s,
+               w.cols, int(ntok), y, ldy, acc);
     }
-    LB_CUDA_LAUNCHED();
 }
 
 template <int KIND>
 void launch_f(const DevMatrix& w, const DevAct& a, int64_t ntok, float* y, int64_t ldy, bool accumulate,
-              cudaStream_t st) {
+              cudaStream_t st, bool pdl) {
     if (!a.f32) fail("gemv: float weights need fp32 activations");
     const int vec_ok = (a.ld_f32 % 4 == 0) && (reinterpret_cast<uintptr_t>(a.f32) % 16 == 0);
     const dim3 block(kWarps * 32);
+    const int acc = accumulate ? 1 : 0;
     if (ntok == 1) {
         const dim3 grid(unsigned(ceil_div(w.rows, kWarps)), 1);
-        gemv_f_kernel<KIND, 1><<<grid, block, 0, st>>>(w.data, w.pitch, int(w.cols), int(w.rows), a.f32, a.ld_f32,
-                                                      vec_ok, 1, y, ldy, accumulate);
+        launch(gemv_f_kernel<KIND, 1>, grid, block, 0, st, pdl, w.data, w.pitch, int(w.cols), int(w.rows), a.f32,
+               a.ld_f32, vec_ok, 1, y, ldy, acc);
     } else {
         const dim3 grid(unsigned(ceil_div(w.rows, kWarps)), unsigned(ceil_div(ntok, 8)));
-        gemv_f_kernel<KIND, 8><<<grid, block, 0, st>>>(w.data, w.pitch, int(w.cols), int(w.rows), a.f32, a.ld_f32,
-                                                      vec_ok, int(ntok), y, ldy, accumulate);
+        launch(gemv_f_kernel<KIND, 8>, grid, block, 0, st, pdl, w.data, w.pitch, int(w.cols), int(w.rows), a.f32,
+               a.ld_f32, vec_ok, int(ntok), y, ldy, acc);
     }
-    LB_CUDA_LAUNCHED();
 }
 
 template <class F>
@@ -383,12 +394,28 @@ void quantize_q8(const float* x, int64_t ldx, int64_t ntok, int64_t cols, int8_t
     LB_CUDA_LAUNCHED();
 }
 
+bool pdl_supported() {
+    static const bool ok = [] {
+        int dev = 0, major = 0;
+        if (cudaGetDevice(&dev) != cudaSuccess) return false;
+        if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) return false;
+        return major >= 9;
+    }();
+    return ok;
+}
+
+void gemv_prepare(Type t) {
+    (void)t;
+    (void)pdl_supported();
+}
+
 void gemv(const DevMatrix& w, const DevAct& a, int64_t ntok, float* y, int64_t ldy, bool accumulate,
-          cudaStream_t st) {
+          cudaStream_t st, bool pdl) {
     if (ntok <= 0 || w.rows == 0) return;
+    pdl = pdl && pdl_supported();
     dispatch(
-        w.type, [&](auto f) { launch_q<decltype(f)>(w, a, ntok, y, ldy, accumulate, st); },
-        [&](auto k) { launch_f<decltype(k)::value>(w, a, ntok, y, ldy, accumulate, st); });
+        w.type, [&](auto f) { launch_q<decltype(f)>(w, a, ntok, y, ldy, accumulate, st, pdl); },
+        [&](auto k) { launch_f<decltype(k)::value>(w, a, ntok, y, ldy, accumulate, st, pdl); });
 }
 
 void dequant_rows(const DevMatrix& w, const int32_t* rows, int64_t n, float* out, cudaStream_t st) {
@@ -405,8 +432,42 @@ void dequant_rows(const DevMatrix& w, const int32_t* rows, int64_t n, float* out
 
 void gemv_host(Type type, const void* w, int64_t rows, int64_t cols, const float* x, int64_t ntok, float* y,
                float* x_used) {
+    matmul_host(type, w, rows, cols, x, ntok, y, x_used, 0);
+}
+
+int matmul_host(Type type, const void* w, int64_t rows, int64_t cols, const float* x, int64_t ntok, float* y,
+                float* x_used, int path) {
     if (rows <= 0 || cols <= 0 || ntok <= 0) fail("gemv_host: empty problem");
     const size_t rb = type_row_bytes(type, cols);
+    if (path < 0) path = (mma_supported(type, cols) && ntok >= mma_min_tokens(type)) ? 1 : 0;
+    if (path == 1 && !mma_supported(type, cols))
+        fail(std::string("no tensor-core path for ") + type_name(type) + " rows of " + std::to_string(cols));
+    if (path == 1) {
+        DevMatrix m = upload_matrix(type, rows, cols, w, rb);
+        float *dx = nullptr, *dy = nullptr;
+        try {
+            MmaScratch ws;
+            LB_CUDA_CHECK(cudaMalloc(&dx, size_t(ntok * cols) * sizeof(float)));
+            LB_CUDA_CHECK(cudaMalloc(&dy, size_t(ntok * rows) * sizeof(float)));
+            LB_CUDA_CHECK(cudaMemcpy(dx, x, size_t(ntok * cols) * sizeof(float), cudaMemcpyHostToDevice));
+            LB_CUDA_CHECK(cudaMemset(dy, 0xFF, size_t(ntok * rows) * sizeof(float)));   // NaN: unwritten shows
+            mma(m, dx, cols, ntok, dy, rows, false, ws, nullptr);
+            LB_CUDA_CHECK(cudaDeviceSynchronize());
+            LB_CUDA_CHECK(cudaMemcpy(y, dy, size_t(ntok * rows) * sizeof(float), cudaMemcpyDeviceToHost));
+            if (x_used) {   // what the tensor cores saw: x rounded to F16 (saturated)
+                std::vector<__half> hx(size_t(ntok * cols));
+                LB_CUDA_CHECK(cudaMemcpy(hx.data(), ws.xh, hx.size() * sizeof(__half), cudaMemcpyDeviceToHost));
+                for (size_t i = 0; i < hx.size(); ++i) x_used[i] = __half2float(hx[i]);
+            }
+        } catch (...) {
+            cudaFree(dx); cudaFree(dy);
+            free_matrix(m);
+            throw;
+        }
+        cudaFree(dx); cudaFree(dy);
+        free_matrix(m);
+        return 1;
+    }
     DevMatrix m = upload_matrix(type, rows, cols, w, rb);
     float *dx = nullptr, *dy = nullptr;
     int8_t* dq = nullptr;
@@ -448,6 +509,7 @@ void gemv_host(Type type, const void* w, int64_t rows, int64_t cols, const float
     }
     cudaFree(dx); cudaFree(dy); cudaFree(dq); cudaFree(ds);
     free_matrix(m);
+    return 0;
 }
 
 }  // namespace lowbit::cuda

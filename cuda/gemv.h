@@ -52,13 +52,50 @@ void free_matrix(DevMatrix& m);
 void quantize_q8(const float* x, int64_t ldx, int64_t ntok, int64_t cols, int8_t* q, Q8Sums* s, cudaStream_t st);
 
 // y[t*ldy + r] (+)= dot(row r of w, activations of token t), t < ntok, r < w.rows.
+// pdl: launch as a programmatic dependent of the previous kernel in the stream (sm_90):
+// the kernel starts streaming its weights before that kernel has finished, and waits for
+// it (griddepcontrol.wait) before reading activations or y.  Ignored before sm_90.
 void gemv(const DevMatrix& w, const DevAct& a, int64_t ntok, float* y, int64_t ldy, bool accumulate,
-          cudaStream_t st);
+          cudaStream_t st, bool pdl = false);
+
+// Queries what the kernels for weights of type t need from the device (PDL support) now,
+// outside any stream capture; gemv() does it on first use otherwise.
+void gemv_prepare(Type t);
+
+// ---- tensor-core products for prefill (mma.cu) -----------------------------------------
+// Scratch of the tensor-core path: the F16 copy of the activations and a slab of
+// dequantized weights (at most 256 MB; larger matrices go slab by slab).  Grows on demand.
+struct MmaScratch {
+    void* wh = nullptr;
+    size_t wh_bytes = 0;
+    void* xh = nullptr;
+    size_t xh_bytes = 0;
+    MmaScratch() = default;
+    MmaScratch(const MmaScratch&) = delete;
+    MmaScratch& operator=(const MmaScratch&) = delete;
+    ~MmaScratch();
+    size_t bytes() const;
+};
+
+// A tensor-core path exists for weights of type t with rows of `cols` values (F16 and
+// every block format; cols % 32 == 0).
+bool mma_supported(Type t, int64_t cols);
+// From this many tokens on, the tensor-core path is the faster one.
+int64_t mma_min_tokens(Type t);
+
+// y[t*ldy + r] (+)= dot(row r of w, x[t]) with F16 operands on the tensor cores and fp32
+// sums: x [ntok][ldx] fp32 is rounded to F16 (saturated), block-format weights are
+// dequantized to F16.
+void mma(const DevMatrix& w, const float* x, int64_t ldx, int64_t ntok, float* y, int64_t ldy, bool accumulate,
+         MmaScratch& ws, cudaStream_t st);
 
 // out[i][0..cols) = row rows[i] of w, dequantized (rows: device array of n ids).
 void dequant_rows(const DevMatrix& w, const int32_t* rows, int64_t n, float* out, cudaStream_t st);
 
 // Launch statistics of the gemv kernel for w (for the benchmark's report).
 int gemv_threads_per_block();
+
+// Whether programmatic dependent launch can be used on the current device (sm_90+).
+bool pdl_supported();
 
 }  // namespace lowbit::cuda

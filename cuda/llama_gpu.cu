@@ -7,11 +7,21 @@
 //   SwiGLU also quantizes, and both residual adds happen in the matrix kernels' epilogue.
 // Attention is split-K ("flash decoding"): each block of threads takes one KV head, up
 // to 8 of its query heads and a slice of the positions, and a second kernel merges the
-// slices with their running max and sum.
+// slices with their running max and sum (and quantizes the result for the output
+// projection).
+//
+// q, k and v come from one matrix product (the three matrices are concatenated on upload
+// when they share a type), and so do gate and up.  The position of the first token and
+// the token ids live in device memory (d_in), so the one-token decode step does not
+// depend on host values: it is captured once per context bucket as a CUDA graph and
+// replayed.  Batches of mma_min_tokens or more go to the tensor-core products (mma.cu).
 #include <cuda_fp16.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
 #include <vector>
 
 #include "backend.h"
@@ -30,6 +40,8 @@ constexpr int kAttnMaxChunk = 256;   // positions per split
 __global__ void rmsnorm_q_kernel(const float* __restrict__ x, const float* __restrict__ w, int64_t n, float eps,
                                  float* __restrict__ y, int8_t* __restrict__ q, Q8Sums* __restrict__ s) {
     __shared__ float red[32];
+    griddep_launch();   // the matrix kernel after this one may start streaming its weights
+    griddep_wait();     // (when launched as a programmatic dependent) x is complete
     const int64_t t = blockIdx.x;
     const float* xr = x + t * n;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
@@ -61,16 +73,85 @@ __global__ void rmsnorm_q_kernel(const float* __restrict__ x, const float* __res
     }
 }
 
-// h = silu(gate) * up, also quantized; one warp per 32 values.
-__global__ void swiglu_q_kernel(const float* __restrict__ g, const float* __restrict__ u, int64_t ntok, int64_t n,
-                                float* __restrict__ h, int8_t* __restrict__ q, Q8Sums* __restrict__ s) {
+// The same in one pass with every load in flight at once (the loop above waits for one
+// load per iteration, which dominates at one token): thread i holds float4s i, i + 256,
+// ... (VPT of them) of the row; a block of 32 values is 8 neighbouring lanes, which find
+// its max and sums with 3 shuffles.  n % 32 == 0, n <= 1024 * VPT, rows 16-byte aligned.
+template <int VPT>
+__global__ void __launch_bounds__(256)
+rmsnorm_q_vec_kernel(const float* __restrict__ x, const float* __restrict__ w, int n, float eps,
+                     float* __restrict__ y, int8_t* __restrict__ q, Q8Sums* __restrict__ s) {
+    __shared__ float red[8];
+    griddep_launch();
+    const int64_t t = blockIdx.x;
+    const int n4 = n / 4, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const float4* xr = reinterpret_cast<const float4*>(x + t * n);
+    const float4* wr = reinterpret_cast<const float4*>(w);
+    float4 xv[VPT], wv[VPT];
+    float ss = 0.0f;
+#pragma unroll
+    for (int k = 0; k < VPT; ++k) {   // the norm's weights do not depend on the kernel before
+        const int c = threadIdx.x + 256 * k;
+        wv[k] = c < n4 ? __ldg(wr + c) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    }
+    griddep_wait();
+#pragma unroll
+    for (int k = 0; k < VPT; ++k) {
+        const int c = threadIdx.x + 256 * k;
+        xv[k] = c < n4 ? xr[c] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    }
+#pragma unroll
+    for (int k = 0; k < VPT; ++k) ss += xv[k].x * xv[k].x + xv[k].y * xv[k].y + xv[k].z * xv[k].z + xv[k].w * xv[k].w;
+    ss = warp_sum(ss);
+    if (lane == 0) red[warp] = ss;
+    __syncthreads();
+    float tot = 0.0f;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) tot += red[i];
+    const float scale = 1.0f / sqrtf(tot / float(n) + eps);
+    const int nb = n / 32;
+#pragma unroll
+    for (int k = 0; k < VPT; ++k) {
+        const int c = threadIdx.x + 256 * k;   // uniform over each group of 8 lanes (n4 % 8 == 0)
+        const float v0 = (xv[k].x * scale) * wv[k].x, v1 = (xv[k].y * scale) * wv[k].y;
+        const float v2 = (xv[k].z * scale) * wv[k].z, v3 = (xv[k].w * scale) * wv[k].w;
+        float amax = fmaxf(fmaxf(fabsf(v0), fabsf(v1)), fmaxf(fabsf(v2), fabsf(v3)));
+#pragma unroll
+        for (int o = 1; o < 8; o <<= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+        const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
+        const int q0 = __float2int_rn(v0 * id), q1 = __float2int_rn(v1 * id);
+        const int q2 = __float2int_rn(v2 * id), q3 = __float2int_rn(v3 * id);
+        int half = q0 + q1 + q2 + q3;
+        half += __shfl_xor_sync(0xffffffffu, half, 1);
+        half += __shfl_xor_sync(0xffffffffu, half, 2);   // sum of this lane's 16-value half
+        const int all = half + __shfl_xor_sync(0xffffffffu, half, 4);
+        if (c < n4) {
+            reinterpret_cast<float4*>(y + t * n)[c] = make_float4(v0, v1, v2, v3);
+            const uint32_t packed = uint32_t(uint8_t(int8_t(q0))) | (uint32_t(uint8_t(int8_t(q1))) << 8) |
+                                    (uint32_t(uint8_t(int8_t(q2))) << 16) | (uint32_t(uint8_t(int8_t(q3))) << 24);
+            reinterpret_cast<uint32_t*>(q + t * n)[c] = packed;
+            if ((lane & 7) == 0) {
+                const float d = amax / 127.0f;
+                s[t * nb + c / 8] = Q8Sums{d, d * float(all), d * float(half), d * float(all - half)};
+            }
+        }
+    }
+}
+
+// h = silu(gate) * up, also quantized; one warp per 32 values.  gu: [ntok][2n], gate
+// then up.
+__global__ void swiglu_q_kernel(const float* __restrict__ gu, int64_t ntok, int64_t n, float* __restrict__ h,
+                                int8_t* __restrict__ q, Q8Sums* __restrict__ s) {
+    griddep_launch();
+    griddep_wait();
     const int64_t nb = n / 32;
     const int64_t gw = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
     const int lane = threadIdx.x & 31;
     if (gw >= ntok * nb) return;
     const int64_t i = gw * 32 + lane;   // rows are contiguous: token t, block b -> gw = t*nb + b
-    const float gv = g[i];
-    const float v = (gv / (1.0f + expf(-gv))) * u[i];
+    const int64_t t = gw / nb, c = (gw % nb) * 32 + lane;
+    const float gv = gu[t * 2 * n + c];
+    const float v = (gv / (1.0f + expf(-gv))) * gu[t * 2 * n + n + c];
     h[i] = v;
     const float amax = warp_max(fabsf(v));
     const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
@@ -82,45 +163,47 @@ __global__ void swiglu_q_kernel(const float* __restrict__ g, const float* __rest
     if (lane == 0) s[gw] = Q8Sums{d, d * float(s_all), d * float(s_lo), d * float(s_all - s_lo)};
 }
 
-// RoPE (pairs 2i, 2i+1) on q and k of one token per block; k and v go to the cache as F16.
-__global__ void rope_kv_kernel(float* __restrict__ q, float* __restrict__ k, const float* __restrict__ v, int n_head,
-                               int n_head_kv, int hd, int n_rot, float base, int64_t pos0, __half* __restrict__ kc,
+// RoPE (pairs 2i, 2i+1) on q and k; k and v go to the cache as F16.  grid (token, head of
+// q then of k), hd/2 threads: one pair each.  qkv: [ntok][ld], q then k then v; *pos0p:
+// the first token's position.
+__global__ void rope_kv_kernel(float* __restrict__ qkv, int64_t ld, int n_head, int n_head_kv, int hd, int n_rot,
+                               float base, const int32_t* __restrict__ pos0p, __half* __restrict__ kc,
                                __half* __restrict__ vc) {
-    const int64_t t = blockIdx.x, pos = pos0 + t;
+    griddep_launch();
+    griddep_wait();
+    const int64_t t = blockIdx.x, pos = int64_t(*pos0p) + t;
+    const int head = blockIdx.y, i = threadIdx.x;
     const int64_t dq = int64_t(n_head) * hd, dkv = int64_t(n_head_kv) * hd;
-    const int half_hd = hd / 2;
-    const int npairs = (n_head + n_head_kv) * half_hd;
-    for (int p = threadIdx.x; p < npairs; p += blockDim.x) {
-        const int head = p / half_hd, i = p % half_hd;
-        const bool is_k = head >= n_head;
-        float* vec = is_k ? k + t * dkv + int64_t(head - n_head) * hd : q + t * dq + int64_t(head) * hd;
-        float x0 = vec[2 * i], x1 = vec[2 * i + 1];
-        if (2 * i < n_rot) {
-            const float theta = float(pos) * powf(base, -2.0f * float(i) / float(n_rot));
-            float sn, cs;
-            sincosf(theta, &sn, &cs);
-            const float r0 = x0 * cs - x1 * sn, r1 = x0 * sn + x1 * cs;
-            x0 = r0;
-            x1 = r1;
-            vec[2 * i] = x0;
-            vec[2 * i + 1] = x1;
-        }
-        if (is_k) {
-            __half* dst = kc + pos * dkv + int64_t(head - n_head) * hd + 2 * i;
-            dst[0] = __float2half_rn(x0);
-            dst[1] = __float2half_rn(x1);
-        }
+    float* const qt = qkv + t * ld;   // this token's q, k, v
+    const bool is_k = head >= n_head;
+    const int64_t off = is_k ? int64_t(head - n_head) * hd : int64_t(head) * hd;
+    float2* const vec = reinterpret_cast<float2*>(qt + (is_k ? dq : 0) + off) + i;
+    float2 p = *vec;
+    if (2 * i < n_rot) {
+        const float theta = float(pos) * powf(base, -2.0f * float(i) / float(n_rot));
+        float sn, cs;
+        sincosf(theta, &sn, &cs);
+        p = make_float2(p.x * cs - p.y * sn, p.x * sn + p.y * cs);
+        *vec = p;
     }
-    for (int64_t e = threadIdx.x; e < dkv; e += blockDim.x) vc[pos * dkv + e] = __float2half_rn(v[t * dkv + e]);
+    if (is_k) {
+        reinterpret_cast<__half2*>(kc + pos * dkv + off)[i] = __floats2half2_rn(p.x, p.y);
+        const float2 v = reinterpret_cast<const float2*>(qt + dq + dkv + off)[i];
+        reinterpret_cast<__half2*>(vc + pos * dkv + off)[i] = __floats2half2_rn(v.x, v.y);
+    }
 }
 
 // Split-K attention.  grid: (split, kv head * subgroups, token).  Writes, per (token, head,
 // split), the unnormalized output o = sum_j exp(s_j - m) v_j, the max m and the sum l.
 template <int HD>
 __global__ void __launch_bounds__(kAttnThreads)
-attn_split_kernel(const float* __restrict__ q, const __half* __restrict__ kc, const __half* __restrict__ vc,
-                  int n_head, int n_head_kv, int ngs, int64_t pos0, int chunk, int nsplit, float scale,
+attn_split_kernel(const float* __restrict__ q, int64_t ldq, const __half* __restrict__ kc,
+                  const __half* __restrict__ vc, int n_head, int n_head_kv, int ngs,
+                  const int32_t* __restrict__ pos0p, int t_off, int chunk, int nsplit, float scale,
                   float* __restrict__ o_part, float2* __restrict__ ml_part) {
+    griddep_launch();
+    griddep_wait();   // also before the early exit below, which writes ml_part
+    const int64_t pos0 = int64_t(*pos0p) + t_off;
     constexpr int GM = kAttnMaxGroup, DPL = HD / 32;
     static_assert(HD % 32 == 0 && HD <= kAttnThreads, "head_dim");
     constexpr int GSTEP = kAttnThreads / HD, GPT = (GM + GSTEP - 1) / GSTEP;
@@ -134,7 +217,7 @@ attn_split_kernel(const float* __restrict__ q, const __half* __restrict__ kc, co
     const int hbase = kvh * G + g0;
     const int64_t pos = pos0 + t;
     const int64_t p0 = int64_t(split) * chunk, p1 = min(p0 + chunk, pos + 1);
-    const int64_t dq = int64_t(n_head) * HD, dkv = int64_t(n_head_kv) * HD;
+    const int64_t dkv = int64_t(n_head_kv) * HD;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     auto part = [&](int g) { return (int64_t(t) * n_head + hbase + g) * nsplit + split; };
 
@@ -146,11 +229,12 @@ attn_split_kernel(const float* __restrict__ q, const __half* __restrict__ kc, co
     for (int idx = threadIdx.x; idx < ng * HD; idx += kAttnThreads) {
         const int g = idx / HD, d = idx % HD;
         // queries rounded to F16, as llama.cpp's K*Q product (and the CPU path) does
-        qs[g][d] = __half2float(__float2half_rn(q[t * dq + int64_t(hbase + g) * HD + d]));
+        qs[g][d] = __half2float(__float2half_rn(q[t * ldq + int64_t(hbase + g) * HD + d]));
     }
     __syncthreads();
 
     // scores: one warp per position, DPL dims per lane
+#pragma unroll 2
     for (int jj = warp; jj < len; jj += kAttnThreads / 32) {
         const __half* kr = kc + (p0 + jj) * dkv + int64_t(kvh) * HD + lane * DPL;
         float kf[DPL];
@@ -195,6 +279,7 @@ attn_split_kernel(const float* __restrict__ q, const __half* __restrict__ kc, co
 #pragma unroll
     for (int i = 0; i < GPT; ++i) acc[i] = 0.0f;
     const __half* vcol = vc + p0 * dkv + int64_t(kvh) * HD + d;
+#pragma unroll 8
     for (int jj = 0; jj < len; ++jj) {
         const float vv = __half2float(vcol[int64_t(jj) * dkv]);
 #pragma unroll
@@ -210,9 +295,14 @@ attn_split_kernel(const float* __restrict__ q, const __half* __restrict__ kc, co
     }
 }
 
-// Merge the splits: grid (head, token), HD threads.
+// Merge the splits: grid (head, token), HD threads.  When q is set, also quantizes the
+// output per 32 values for the output projection (one warp per block of 32).
 __global__ void attn_combine_kernel(const float* __restrict__ o_part, const float2* __restrict__ ml_part, int n_head,
-                                    int hd, int nsplit, int64_t pos0, int chunk, float* __restrict__ out) {
+                                    int hd, int nsplit, const int32_t* __restrict__ pos0p, int t_off, int chunk,
+                                    float* __restrict__ out, int8_t* __restrict__ q, Q8Sums* __restrict__ sums) {
+    griddep_launch();
+    griddep_wait();
+    const int64_t pos0 = int64_t(*pos0p) + t_off;
     const int h = blockIdx.x, t = blockIdx.y, d = threadIdx.x;
     const int64_t base = (int64_t(t) * n_head + h) * nsplit;
     const int nvalid = int(min(int64_t(nsplit), (pos0 + t) / chunk + 1));
@@ -225,7 +315,20 @@ __global__ void attn_combine_kernel(const float* __restrict__ o_part, const floa
         num += w * o_part[(base + s) * hd + d];
         den += w * ml.y;
     }
-    out[int64_t(t) * n_head * hd + int64_t(h) * hd + d] = num / den;
+    const float v = num / den;
+    const int64_t i = int64_t(t) * n_head * hd + int64_t(h) * hd + d;
+    out[i] = v;
+    if (q) {   // hd is a multiple of 32: each warp holds one whole block of 32
+        const int lane = d & 31;
+        const float amax = warp_max(fabsf(v));
+        const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
+        const int qi = __float2int_rn(v * id);
+        q[i] = int8_t(qi);
+        const int s_all = __reduce_add_sync(0xffffffffu, qi);
+        const int s_lo = __reduce_add_sync(0xffffffffu, lane < 16 ? qi : 0);
+        const float dd = amax / 127.0f;
+        if (lane == 0) sums[i / 32] = Q8Sums{dd, dd * float(s_all), dd * float(s_lo), dd * float(s_all - s_lo)};
+    }
 }
 
 }  // namespace
@@ -246,18 +349,34 @@ std::string device_name() {
     return p.name;
 }
 
+namespace {
+
+bool env_on(const char* name) {
+    const char* v = std::getenv(name);
+    return !(v && v[0] == '0' && v[1] == '\0');
+}
+
+}  // namespace
+
 struct LlamaGpu::Impl {
     HParams hp;
     int64_t n_ctx = 0, max_tok = 512;
     int nsm = 1;
     bool f32_weights = false;
+    bool use_graphs = true, use_mma = true, use_pdl = true;
     cudaStream_t st = nullptr;
     std::vector<void*> allocs;
     size_t bytes = 0;
 
+    // a matrix product's piece: rows [off, off + m.rows) of the output row
+    struct Part {
+        DevMatrix m;
+        int64_t off = 0;
+    };
     struct Layer {
         float *attn_norm = nullptr, *ffn_norm = nullptr;
-        DevMatrix wq, wk, wv, wo, gate, up, down;
+        std::vector<Part> qkv, gu;   // one part each when the matrices share a type
+        DevMatrix wo, down;
     };
     std::vector<Layer> layers;
     DevMatrix tok_embd, output;
@@ -265,17 +384,22 @@ struct LlamaGpu::Impl {
     __half *kc = nullptr, *vc = nullptr;
 
     // work buffers for max_tok tokens
-    float *x = nullptr, *xn = nullptr, *q = nullptr, *k = nullptr, *v = nullptr, *attn = nullptr;
-    float *gate = nullptr, *up = nullptr, *hidden = nullptr, *logits = nullptr;
+    float *x = nullptr, *xn = nullptr, *qkv = nullptr, *attn = nullptr;
+    float *gu = nullptr, *hidden = nullptr, *logits = nullptr;
     int8_t* xq = nullptr;
     Q8Sums* xs = nullptr;
-    int32_t* tok = nullptr;
+    int32_t* d_in = nullptr;   // [0]: position of the first token, [1..]: token ids
+    int32_t* h_in = nullptr;   // pinned staging of d_in
     float* o_part = nullptr;
     float2* ml_part = nullptr;
     int64_t part_cap = 0;   // floats in o_part
+    MmaScratch mma_ws;
+    std::map<int64_t, cudaGraphExec_t> graphs;   // decode step, by (plan length, logits wanted)
 
     ~Impl() {
+        for (auto& kv : graphs) cudaGraphExecDestroy(kv.second);
         for (void* p : allocs) cudaFree(p);
+        if (h_in) cudaFreeHost(h_in);
         if (st) cudaStreamDestroy(st);
     }
 
@@ -292,10 +416,12 @@ struct LlamaGpu::Impl {
         LB_CUDA_CHECK(cudaMemcpy(p, h, size_t(n) * sizeof(float), cudaMemcpyHostToDevice));
         return p;
     }
+    // the matrix on the device (not yet owned: keep() or fuse() it)
     DevMatrix upload(const WeightView& w, const char* what) {
         if (!gemv_supported(w.type))
             fail(std::string("the CUDA backend cannot run ") + what + ": its weight type (id " +
                  std::to_string(uint32_t(w.type)) + ") has no GPU kernel");
+        gemv_prepare(w.type);
         DevMatrix m = upload_matrix(w.type, w.rows, w.cols, w.data, w.row_bytes);
         if (f32_weights && w.type != Type::F32) {   // dequantize on the device (a check)
             if (w.cols % 4 != 0) fail("f32_weights needs rows of a multiple of 4 values");
@@ -312,9 +438,39 @@ struct LlamaGpu::Impl {
             free_matrix(m);
             m = f;
         }
+        return m;
+    }
+    DevMatrix keep(const DevMatrix& m) {
         allocs.push_back(m.data);
         bytes += m.pitch * size_t(m.rows);
         return m;
+    }
+    // One matrix of the parts' rows when they share type, width and pitch (one launch
+    // instead of several); otherwise the parts as they are, at their output offsets.
+    std::vector<Part> fuse(std::vector<DevMatrix> ms) {
+        bool same = true;
+        for (const auto& m : ms) same = same && m.type == ms[0].type && m.cols == ms[0].cols && m.pitch == ms[0].pitch;
+        std::vector<Part> out;
+        if (!same) {
+            int64_t off = 0;
+            for (const auto& m : ms) {
+                out.push_back(Part{keep(m), off});
+                off += m.rows;
+            }
+            return out;
+        }
+        DevMatrix f = ms[0];
+        f.rows = 0;
+        for (const auto& m : ms) f.rows += m.rows;
+        LB_CUDA_CHECK(cudaMalloc(&f.data, f.pitch * size_t(f.rows)));
+        size_t at = 0;
+        for (auto& m : ms) {
+            LB_CUDA_CHECK(cudaMemcpy(f.data + at, m.data, m.pitch * size_t(m.rows), cudaMemcpyDeviceToDevice));
+            at += m.pitch * size_t(m.rows);
+            free_matrix(m);
+        }
+        out.push_back(Part{keep(f), 0});
+        return out;
     }
 
     DevAct act(const float* f32, int64_t ld) const {
@@ -326,17 +482,47 @@ struct LlamaGpu::Impl {
         return a;
     }
 
-    void rmsnorm_q(const float* in, const float* w, int64_t nt, float* out) {
-        rmsnorm_q_kernel<<<unsigned(nt), 256, 0, st>>>(in, w, hp.n_embd, hp.rms_eps, out, xq, xs);
-        LB_CUDA_LAUNCHED();
+    // y (+)= W in for nt tokens: tensor cores for large batches, else the GEMV kernels
+    // (which read the int8 copy of `in` that the kernel producing it left in xq/xs).
+    void matmul(const DevMatrix& w, const float* in, int64_t ld_in, int64_t nt, float* y, int64_t ldy, bool acc) {
+        if (use_mma && nt >= mma_min_tokens(w.type) && mma_supported(w.type, w.cols))
+            ::lowbit::cuda::mma(w, in, ld_in, nt, y, ldy, acc, mma_ws, st);
+        else
+            gemv(w, act(in, ld_in), nt, y, ldy, acc, st, use_pdl);
+    }
+    void matmul(const std::vector<Part>& parts, const float* in, int64_t ld_in, int64_t nt, float* y, int64_t ldy) {
+        for (const auto& p : parts) matmul(p.m, in, ld_in, nt, y + p.off, ldy, false);
     }
 
-    void attention(int64_t l, int64_t nt, int64_t P) {
+    void rmsnorm_q(const float* in, const float* w, int64_t nt, float* out) {
+        const int n = int(hp.n_embd), n4 = n / 4;   // n % 32 == 0 (checked on construction)
+        const dim3 g(static_cast<unsigned>(nt)), b(256);
+        using VecK = void (*)(const float*, const float*, int, float, float*, int8_t*, Q8Sums*);
+        VecK k = nullptr;
+        if (n4 <= 256) k = rmsnorm_q_vec_kernel<1>;
+        else if (n4 <= 512) k = rmsnorm_q_vec_kernel<2>;
+        else if (n4 <= 1024) k = rmsnorm_q_vec_kernel<4>;
+        else if (n4 <= 2048) k = rmsnorm_q_vec_kernel<8>;
+        if (k)
+            launch(k, g, b, 0, st, use_pdl, in, w, n, hp.rms_eps, out, xq, xs);
+        else
+            launch(rmsnorm_q_kernel, g, b, 0, st, use_pdl, in, w, hp.n_embd, hp.rms_eps, out, xq, xs);
+    }
+
+    // The length the attention splits are planned for: the true one for a batch; for one
+    // token, a bucket (>= 256, powers of two) so that one decode graph serves many steps.
+    int64_t plan_len(int64_t P, int64_t nt) const {
+        if (nt != 1) return P + nt;
+        int64_t L = 256;
+        while (L < P + 1) L *= 2;
+        return std::min(L, n_ctx);
+    }
+
+    void attention(int64_t l, int64_t nt, int64_t len, bool quantize_out) {
         const int hd = int(hp.head_dim);
         const int n_head = int(hp.n_head), n_kv = int(hp.n_head_kv);
         const int G = n_head / n_kv;
         const int ngs = int(ceil_div(G, kAttnMaxGroup));
-        const int64_t len = P + nt;   // positions the last token sees
         const int64_t ctas = int64_t(n_kv) * ngs * nt;
         const int64_t want_splits = std::max<int64_t>(1, ceil_div(2 * int64_t(nsm), ctas));
         int64_t chunk = ceil_div(ceil_div(len, want_splits), 32) * 32;
@@ -348,54 +534,97 @@ struct LlamaGpu::Impl {
         const __half* kc_l = kc + l * n_ctx * hp.n_embd_kv();
         const __half* vc_l = vc + l * n_ctx * hp.n_embd_kv();
         const float scale = 1.0f / std::sqrt(float(hd));
+        const int64_t dq = hp.n_embd_q(), ldq = dq + 2 * hp.n_embd_kv();
         for (int64_t t0 = 0; t0 < nt; t0 += tb) {
             const int64_t m = std::min(tb, nt - t0);
             const dim3 grid(unsigned(nsplit), unsigned(n_kv * ngs), unsigned(m));
-            const float* qp = q + t0 * hp.n_embd_q();
-            if (hd == 64)
-                attn_split_kernel<64><<<grid, kAttnThreads, 0, st>>>(qp, kc_l, vc_l, n_head, n_kv, ngs, P + t0,
-                                                                     int(chunk), nsplit, scale, o_part, ml_part);
-            else
-                attn_split_kernel<128><<<grid, kAttnThreads, 0, st>>>(qp, kc_l, vc_l, n_head, n_kv, ngs, P + t0,
-                                                                      int(chunk), nsplit, scale, o_part, ml_part);
-            LB_CUDA_LAUNCHED();
-            attn_combine_kernel<<<dim3(unsigned(n_head), unsigned(m)), unsigned(hd), 0, st>>>(
-                o_part, ml_part, n_head, hd, nsplit, P + t0, int(chunk), attn + t0 * hp.n_embd_q());
-            LB_CUDA_LAUNCHED();
+            const float* qp = qkv + t0 * ldq;
+            using SplitK = void (*)(const float*, int64_t, const __half*, const __half*, int, int, int,
+                                    const int32_t*, int, int, int, float, float*, float2*);
+            const SplitK k = hd == 64 ? SplitK(attn_split_kernel<64>) : SplitK(attn_split_kernel<128>);
+            launch(k, grid, dim3(kAttnThreads), 0, st, use_pdl, qp, ldq, kc_l, vc_l, n_head, n_kv, ngs, d_in, int(t0),
+                   int(chunk), nsplit, scale, o_part, ml_part);
+            launch(attn_combine_kernel, dim3(unsigned(n_head), unsigned(m)), dim3(unsigned(hd)), 0, st, use_pdl, o_part,
+                   ml_part, n_head, hd, nsplit, d_in, int(t0), int(chunk), attn + t0 * dq,
+                   quantize_out ? xq + t0 * dq : nullptr, quantize_out ? xs + t0 * (dq / 32) : nullptr);
         }
     }
 
-    void layer(int64_t l, int64_t nt, int64_t P) {
+    void layer(int64_t l, int64_t nt, int64_t len) {
         const Layer& L = layers[size_t(l)];
         const int64_t d = hp.n_embd, dq = hp.n_embd_q(), dkv = hp.n_embd_kv(), ff = hp.n_ff;
+        const int64_t ldqkv = dq + 2 * dkv;
         // attention block
         rmsnorm_q(x, L.attn_norm, nt, xn);
-        const DevAct a = act(xn, d);
-        gemv(L.wq, a, nt, q, dq, false, st);
-        gemv(L.wk, a, nt, k, dkv, false, st);
-        gemv(L.wv, a, nt, v, dkv, false, st);
-        rope_kv_kernel<<<unsigned(nt), 256, 0, st>>>(q, k, v, int(hp.n_head), int(hp.n_head_kv), int(hp.head_dim),
-                                                     int(hp.n_rot), hp.rope_base, P, kc + l * n_ctx * dkv,
-                                                     vc + l * n_ctx * dkv);
-        LB_CUDA_LAUNCHED();
-        attention(l, nt, P);
-        if (gemv_wants_q8(L.wo.type)) quantize_q8(attn, dq, nt, dq, xq, xs, st);
-        gemv(L.wo, act(attn, dq), nt, x, d, true, st);   // x += Wo attn
+        matmul(L.qkv, xn, d, nt, qkv, ldqkv);
+        launch(rope_kv_kernel, dim3(unsigned(nt), unsigned(hp.n_head + hp.n_head_kv)), dim3(unsigned(hp.head_dim / 2)),
+               0, st, use_pdl, qkv, ldqkv, int(hp.n_head), int(hp.n_head_kv), int(hp.head_dim), int(hp.n_rot),
+               hp.rope_base, d_in, kc + l * n_ctx * dkv, vc + l * n_ctx * dkv);
+        attention(l, nt, len, gemv_wants_q8(L.wo.type));
+        matmul(L.wo, attn, dq, nt, x, d, true);   // x += Wo attn
         // feed-forward block
         rmsnorm_q(x, L.ffn_norm, nt, xn);
-        const DevAct b = act(xn, d);
-        gemv(L.gate, b, nt, gate, ff, false, st);
-        gemv(L.up, b, nt, up, ff, false, st);
+        matmul(L.gu, xn, d, nt, gu, 2 * ff);
         const int64_t warps = nt * (ff / 32);
-        swiglu_q_kernel<<<unsigned(ceil_div(warps, 8)), 256, 0, st>>>(gate, up, nt, ff, hidden, xq, xs);
-        LB_CUDA_LAUNCHED();
-        gemv(L.down, act(hidden, ff), nt, x, d, true, st);   // x += Wdown h
+        launch(swiglu_q_kernel, dim3(unsigned(ceil_div(warps, 8))), dim3(256), 0, st, use_pdl, gu, nt, ff, hidden, xq,
+               xs);
+        matmul(L.down, hidden, ff, nt, x, d, true);   // x += Wdown h
+    }
+
+    // One chunk of nt tokens (ids and position already in d_in); the logits of its last
+    // m_out tokens land in `logits`.
+    void step(int64_t nt, int64_t len, int64_t m_out) {
+        const int64_t d = hp.n_embd;
+        dequant_rows(tok_embd, d_in + 1, nt, x, st);
+        for (int64_t l = 0; l < hp.n_layer; ++l) layer(l, nt, len);
+        if (m_out > 0) {
+            rmsnorm_q(x + (nt - m_out) * d, output_norm, m_out, xn);
+            matmul(output, xn, d, m_out, logits, hp.n_vocab, false);
+        }
+    }
+
+    void decode_graph(int64_t len, int64_t m_out) {
+        const int64_t key = len * 2 + m_out;
+        auto it = graphs.find(key);
+        if (it == graphs.end()) {
+            cudaGraphExec_t ex = capture(len, m_out);
+            if (!ex && use_pdl) {   // a driver that cannot capture programmatic launches
+                std::fprintf(stderr, "lowbit: CUDA graph capture failed with PDL; continuing without PDL\n");
+                use_pdl = false;
+                ex = capture(len, m_out);
+            }
+            if (!ex) fail("could not capture the decode step as a CUDA graph");
+            it = graphs.emplace(key, ex).first;
+        }
+        LB_CUDA_CHECK(cudaGraphLaunch(it->second, st));
+    }
+    // the decode step as an executable graph; null when capture or instantiation fails
+    cudaGraphExec_t capture(int64_t len, int64_t m_out) {
+        cudaGraph_t g = nullptr;
+        LB_CUDA_CHECK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
+        bool ok = true;
+        try {
+            step(1, len, m_out);
+        } catch (...) {
+            ok = false;
+        }
+        const cudaError_t e1 = cudaStreamEndCapture(st, &g);
+        cudaGraphExec_t ex = nullptr;
+        if (ok && e1 == cudaSuccess && g) {
+            if (cudaGraphInstantiate(&ex, g, 0) != cudaSuccess) ex = nullptr;
+        }
+        if (g) cudaGraphDestroy(g);
+        cudaGetLastError();   // clear a capture error, if any
+        return ex;
     }
 };
 
 LlamaGpu::LlamaGpu(const Model& m, int64_t n_ctx, bool f32_weights) : impl_(new Impl) {
     Impl& I = *impl_;
     I.f32_weights = f32_weights;
+    I.use_graphs = env_on("LOWBIT_CUDA_GRAPH");
+    I.use_mma = env_on("LOWBIT_CUDA_MMA");
+    I.use_pdl = env_on("LOWBIT_CUDA_PDL");
     if (m.vocab_only()) fail("this model was loaded with vocab_only and cannot be evaluated");
     if (!available()) fail("no CUDA device is available");
     I.hp = m.hparams();
@@ -406,6 +635,7 @@ LlamaGpu::LlamaGpu(const Model& m, int64_t n_ctx, bool f32_weights) : impl_(new 
     if (hp.n_head % hp.n_head_kv != 0) fail("n_head must be a multiple of n_head_kv");
     if (hp.n_rot % 2 != 0 || hp.n_rot > hp.head_dim) fail("unsupported n_rot");
     if (hp.n_embd % 32 != 0 || hp.n_ff % 32 != 0) fail("the CUDA backend needs n_embd and n_ff divisible by 32");
+    if (I.n_ctx > (int64_t(1) << 30)) fail("n_ctx is too large for the CUDA backend");
     LB_CUDA_CHECK(cudaSetDevice(0));
     cudaDeviceProp prop{};
     LB_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
@@ -413,8 +643,8 @@ LlamaGpu::LlamaGpu(const Model& m, int64_t n_ctx, bool f32_weights) : impl_(new 
     LB_CUDA_CHECK(cudaStreamCreateWithFlags(&I.st, cudaStreamNonBlocking));
 
     const int64_t d = hp.n_embd, dq = hp.n_embd_q(), dkv = hp.n_embd_kv(), ff = hp.n_ff;
-    I.tok_embd = I.upload(m.tok_embd, "token_embd.weight");
-    I.output = m.output.data == m.tok_embd.data ? I.tok_embd : I.upload(m.output, "output.weight");
+    I.tok_embd = I.keep(I.upload(m.tok_embd, "token_embd.weight"));
+    I.output = m.output.data == m.tok_embd.data ? I.tok_embd : I.keep(I.upload(m.output, "output.weight"));
     I.output_norm = I.upload_vec(m.output_norm, d);
     I.layers.resize(size_t(hp.n_layer));
     for (int64_t l = 0; l < hp.n_layer; ++l) {
@@ -422,13 +652,10 @@ LlamaGpu::LlamaGpu(const Model& m, int64_t n_ctx, bool f32_weights) : impl_(new 
         Impl::Layer& L = I.layers[size_t(l)];
         L.attn_norm = I.upload_vec(s.attn_norm, d);
         L.ffn_norm = I.upload_vec(s.ffn_norm, d);
-        L.wq = I.upload(s.wq, "attn_q");
-        L.wk = I.upload(s.wk, "attn_k");
-        L.wv = I.upload(s.wv, "attn_v");
-        L.wo = I.upload(s.wo, "attn_output");
-        L.gate = I.upload(s.w_gate, "ffn_gate");
-        L.up = I.upload(s.w_up, "ffn_up");
-        L.down = I.upload(s.w_down, "ffn_down");
+        L.qkv = I.fuse({I.upload(s.wq, "attn_q"), I.upload(s.wk, "attn_k"), I.upload(s.wv, "attn_v")});
+        L.wo = I.keep(I.upload(s.wo, "attn_output"));
+        L.gu = I.fuse({I.upload(s.w_gate, "ffn_gate"), I.upload(s.w_up, "ffn_up")});
+        L.down = I.keep(I.upload(s.w_down, "ffn_down"));
     }
     I.kc = I.alloc<__half>(hp.n_layer * I.n_ctx * dkv);
     I.vc = I.alloc<__half>(hp.n_layer * I.n_ctx * dkv);
@@ -436,17 +663,15 @@ LlamaGpu::LlamaGpu(const Model& m, int64_t n_ctx, bool f32_weights) : impl_(new 
     const int64_t T = I.max_tok;
     I.x = I.alloc<float>(T * d);
     I.xn = I.alloc<float>(T * d);
-    I.q = I.alloc<float>(T * dq);
-    I.k = I.alloc<float>(T * dkv);
-    I.v = I.alloc<float>(T * dkv);
+    I.qkv = I.alloc<float>(T * (dq + 2 * dkv));
     I.attn = I.alloc<float>(T * dq);
-    I.gate = I.alloc<float>(T * ff);
-    I.up = I.alloc<float>(T * ff);
+    I.gu = I.alloc<float>(T * 2 * ff);
     I.hidden = I.alloc<float>(T * ff);
     const int64_t wmax = std::max({d, dq, ff});
     I.xq = I.alloc<int8_t>(T * wmax);
     I.xs = I.alloc<Q8Sums>(T * wmax / 32);
-    I.tok = I.alloc<int32_t>(T);
+    I.d_in = I.alloc<int32_t>(T + 1);
+    LB_CUDA_CHECK(cudaMallocHost(&I.h_in, size_t(T + 1) * sizeof(int32_t)));
     I.logits = I.alloc<float>(T * hp.n_vocab);
     // attention partials: at least one token at the most splits (chunk >= 32), at most 64 MB
     const int64_t one_tok = hp.n_head * ceil_div(I.n_ctx, 32) * hp.head_dim;
@@ -460,7 +685,21 @@ LlamaGpu::~LlamaGpu() = default;
 
 int64_t LlamaGpu::n_ctx() const { return impl_->n_ctx; }
 int64_t LlamaGpu::n_vocab() const { return impl_->hp.n_vocab; }
-size_t LlamaGpu::device_bytes() const { return impl_->bytes; }
+size_t LlamaGpu::device_bytes() const { return impl_->bytes + impl_->mma_ws.bytes(); }
+
+void LlamaGpu::set_options(bool graphs, bool mma, bool pdl) {
+    Impl& I = *impl_;
+    if (pdl != I.use_pdl) {   // captured graphs hold the launch attributes
+        for (auto& kv : I.graphs) cudaGraphExecDestroy(kv.second);
+        I.graphs.clear();
+    }
+    I.use_graphs = graphs;
+    I.use_mma = mma;
+    I.use_pdl = pdl;
+}
+bool LlamaGpu::graphs() const { return impl_->use_graphs; }
+bool LlamaGpu::mma() const { return impl_->use_mma; }
+bool LlamaGpu::pdl() const { return impl_->use_pdl; }
 
 void LlamaGpu::forward(const int32_t* tokens, int64_t n, int64_t pos0, int64_t n_out, float* logits) {
     Impl& I = *impl_;
@@ -472,20 +711,23 @@ void LlamaGpu::forward(const int32_t* tokens, int64_t n, int64_t pos0, int64_t n
     for (int64_t i = 0; i < n; ++i)
         if (tokens[i] < 0 || tokens[i] >= hp.n_vocab)
             fail("token id " + std::to_string(tokens[i]) + " is out of range [0, " + std::to_string(hp.n_vocab) + ")");
-    const int64_t d = hp.n_embd, first = n - n_out;
+    const int64_t first = n - n_out;
     for (int64_t c0 = 0; c0 < n; c0 += I.max_tok) {
         const int64_t nt = std::min(I.max_tok, n - c0), P = pos0 + c0;
-        LB_CUDA_CHECK(cudaMemcpyAsync(I.tok, tokens + c0, size_t(nt) * sizeof(int32_t), cudaMemcpyHostToDevice, I.st));
-        dequant_rows(I.tok_embd, I.tok, nt, I.x, I.st);
-        for (int64_t l = 0; l < hp.n_layer; ++l) I.layer(l, nt, P);
+        if (c0 > 0) LB_CUDA_CHECK(cudaStreamSynchronize(I.st));   // h_in is about to be rewritten
+        I.h_in[0] = int32_t(P);
+        std::copy(tokens + c0, tokens + c0 + nt, I.h_in + 1);
+        LB_CUDA_CHECK(cudaMemcpyAsync(I.d_in, I.h_in, size_t(nt + 1) * sizeof(int32_t), cudaMemcpyHostToDevice, I.st));
         const int64_t r0 = std::max(c0, first), r1 = c0 + nt;
-        if (r0 < r1) {
-            const int64_t m = r1 - r0;
-            I.rmsnorm_q(I.x + (r0 - c0) * d, I.output_norm, m, I.xn);
-            gemv(I.output, I.act(I.xn, d), m, I.logits, hp.n_vocab, false, I.st);
+        const int64_t m = std::max<int64_t>(0, r1 - r0);   // logits wanted from this chunk (its last m tokens)
+        const int64_t len = I.plan_len(P, nt);
+        if (nt == 1 && I.use_graphs)
+            I.decode_graph(len, m);
+        else
+            I.step(nt, len, m);
+        if (m > 0)
             LB_CUDA_CHECK(cudaMemcpyAsync(logits + (r0 - first) * hp.n_vocab, I.logits,
                                           size_t(m * hp.n_vocab) * sizeof(float), cudaMemcpyDeviceToHost, I.st));
-        }
     }
     LB_CUDA_CHECK(cudaStreamSynchronize(I.st));
 }

@@ -5,23 +5,31 @@
 #   cuda/run_device.sh STAGE...
 #
 # stages, run in the order given:
-#   build      configure + build a patched copy of the tree (see below) with -DLOWBIT_CUDA=ON
-#   check      bench_gemv --check-only (every kernel against the CPU formats)
-#   bench      bench_gemv (checks + copy bandwidth + GB/s on the Llama-3-8B shapes)
+#   build      install .whl/ (if present) into /tmp/site, configure + build the working tree with
+#              -DLOWBIT_CUDA=ON -DLOWBIT_PYTHON=ON into /tmp/lowbit_build
+#   check      bench_gemv --check-only (every kernel, GEMV and tensor-core, against the CPU formats)
+#   bench      bench_gemv (checks + copy bandwidth + decode GB/s + prefill TFLOP/s, Llama-3-8B shapes;
+#              BENCH_TYPES limits the types, default all)
+#   prefill    bench_gemv --prefill-only with each tile shape of the tensor-core kernel
 #   pytest     tests/test_cuda.py (kernels + whole model when a model is found)
 #   stash-a    keep .models/part_a in /tmp/lowbit_model (the model travels in two calls)
 #   join-b     /tmp/lowbit_model/part_a + .models/part_b -> the model; checks its sha256
 #   speed      cuda/bench_model.py: GPU prefill/decode speed next to the CPU's
 #   sanitize   compute-sanitizer memcheck over kernel checks and a short model forward
+#   e2e        `lowbit bench -ngl 99 -p 512 -n 128` on random Llama-3-8B models of E2E_TYPES
+#              (default "Q4_0 Q8_0"), each with everything on and with E2E_CONFIGS' switches
+#              (default: all off = the pre-graph, pre-tensor-core path; the 8-warp tensor-core tiles)
 #
-# Until the lead wires the backend in, the copy gets the two lines the top-level
-# CMakeLists.txt and python/lowbit/_core.cpp will carry (only where they are missing).
-# Env: OUT (logs), LOWBIT_CUDA_ARCH (default 90 here; the library default is 80;86;89;90),
+# Env: OUT (logs), CORE (above), LOWBIT_CUDA_ARCH (default 90 here; the library default is 80;86;89;90),
 # JOBS.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUT=${OUT:-/tmp/lowbit_out}
-SRC=/tmp/lowbit_src
+SRC=$ROOT
+# CORE=<dir under the root>: build the core (CMakeLists.txt, cpp/, python/) from that snapshot
+# (e.g. `git archive HEAD` of it, in an ignored folder) with this tree's cuda/, tests/ and
+# tools/, so that other people's unfinished edits of the core cannot break or change the run
+[ -n "${CORE:-}" ] && SRC=/tmp/lowbit_src
 BUILD=/tmp/lowbit_build
 MODEL_DIR=/tmp/lowbit_model
 ARCH=${LOWBIT_CUDA_ARCH:-90}
@@ -29,43 +37,22 @@ JOBS=${JOBS:-$(nproc)}
 mkdir -p "$OUT"
 status=0
 
-patch_copy() {
-    rm -rf "$SRC" && mkdir -p "$SRC"
-    # the core from .models/base (a `git archive HEAD` snapshot) when present, so that
-    # other people's half-done edits in the working tree don't break this build
-    local base="$ROOT"; [ -d "$ROOT/.models/base/cpp" ] && base="$ROOT/.models/base" && echo "core from .models/base"
-    cp -r "$base"/CMakeLists.txt "$base"/pyproject.toml "$base"/cpp "$base"/python "$SRC"/
-    cp -r "$ROOT"/cuda "$ROOT"/tests "$SRC"/
-    python3 - "$SRC" <<'EOF'
-import sys, re
-src = sys.argv[1]
-p = f"{src}/CMakeLists.txt"
-s = open(p).read()
-if "add_subdirectory(cuda)" not in s:
-    anchor = "target_link_libraries(lowbit_core PUBLIC Threads::Threads)\n"
-    assert anchor in s
-    s = s.replace(anchor, anchor + "if(LOWBIT_CUDA)\n  enable_language(CUDA)\n  add_subdirectory(cuda)\n"
-                  "  target_link_libraries(lowbit_core PUBLIC lowbit_cuda)\n"
-                  "  target_compile_definitions(lowbit_core PUBLIC LOWBIT_CUDA=1)\nendif()\n")
-    open(p, "w").write(s)
-    print("patched CMakeLists.txt")
-p = f"{src}/python/lowbit/_core.cpp"
-s = open(p).read()
-if "cuda::bind" not in s:
-    s = s.replace('#include "tokenizer.h"\n', '#include "tokenizer.h"\n#ifdef LOWBIT_CUDA\n#include "cuda/bindings.h"\n#endif\n', 1)
-    s = s.replace('    m.doc() = "lowbit native core";\n',
-                  '    m.doc() = "lowbit native core";\n#ifdef LOWBIT_CUDA\n    lowbit::cuda::bind(m);\n#endif\n', 1)
-    assert "cuda::bind" in s
-    open(p, "w").write(s)
-    print("patched _core.cpp")
-EOF
-}
+export PYTHONPATH="$SRC/python:$BUILD/py${PYTHONPATH:+:$PYTHONPATH}"
 
 for stage in "$@"; do
     echo "===== $stage ($(date +%T))"
     case "$stage" in
     build)
-        patch_copy || { status=1; continue; }
+        if ls "$ROOT"/.whl/*.whl >/dev/null 2>&1; then
+            python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+                "$ROOT"/.whl/*.whl > "$OUT/pip.log" 2>&1 || tail -5 "$OUT/pip.log"
+            export PYTHONPATH="$PYTHONPATH:/tmp/site"
+        fi
+        if [ -n "${CORE:-}" ]; then
+            rm -rf "$SRC" && mkdir -p "$SRC" &&
+                cp -r "$ROOT/$CORE"/CMakeLists.txt "$ROOT/$CORE"/pyproject.toml "$ROOT/$CORE"/cpp "$ROOT/$CORE"/python "$SRC"/ &&
+                cp -r "$ROOT"/cuda "$ROOT"/tests "$ROOT"/tools "$SRC"/ && echo "core from $CORE" || { status=1; continue; }
+        fi
         PYBIND=$(python3 -m pybind11 --cmakedir 2>/dev/null || true)
         GEN=""; command -v ninja >/dev/null && GEN="-G Ninja"
         cmake -S "$SRC" -B "$BUILD" $GEN -DCMAKE_BUILD_TYPE=Release -DLOWBIT_CUDA=ON -DLOWBIT_PYTHON=ON \
@@ -81,7 +68,13 @@ for stage in "$@"; do
         ;;
     bench)
         nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,power.draw,temperature.gpu --format=csv 2>&1 | tee "$OUT/gpu.txt"
-        "$BUILD"/cuda/bench_gemv 2>&1 | tee "$OUT/bench_gemv.txt" || status=1
+        "$BUILD"/cuda/bench_gemv ${BENCH_TYPES:+--types $BENCH_TYPES} 2>&1 | tee "$OUT/bench_gemv.txt" || status=1
+        ;;
+    prefill)
+        for tile in auto wide classic; do
+            LOWBIT_CUDA_MMA_TILE=$tile "$BUILD"/cuda/bench_gemv --prefill-only ${BENCH_TYPES:+--types $BENCH_TYPES} \
+                2>&1 | tee -a "$OUT/bench_prefill.txt" || status=1
+        done
         ;;
     stash-a)
         mkdir -p "$MODEL_DIR" && cp "$ROOT"/.models/part_a "$MODEL_DIR"/ && ls -la "$MODEL_DIR"
@@ -103,14 +96,14 @@ for stage in "$@"; do
         export LOWBIT_TEST_MODEL=${LOWBIT_TEST_MODEL:-$MODEL_DIR/model.gguf}
         [ -f "$LOWBIT_TEST_MODEL" ] || unset LOWBIT_TEST_MODEL
         [ -f "$ROOT/.models/text.txt" ] && export LOWBIT_TEST_TEXT="$ROOT/.models/text.txt"
-        (cd "$SRC" && PYTHONPATH="$SRC/python:$BUILD/py" python3 -m pytest -q -s -p no:cacheprovider \
+        (cd "$SRC" && python3 -m pytest -q -s -p no:cacheprovider \
             tests/test_cuda.py 2>&1 | tee "$OUT/pytest_cuda.txt") || status=1
         ;;
     sanitize)
         compute-sanitizer --tool memcheck --leak-check no "$BUILD"/cuda/bench_gemv --check-only \
-            --types Q4_0,Q4_1,Q8_0,Q6_K,Q3_K,Q5_0,IQ4_NL,F16 2>&1 | tail -25 | tee "$OUT/sanitize_gemv.txt"
+            --types ${SANITIZE_TYPES:-Q4_0,Q4_1,Q8_0,Q6_K,Q3_K,Q5_0,IQ4_NL,F16} 2>&1 | tail -25 | tee "$OUT/sanitize_gemv.txt"
         if [ -f "$MODEL_DIR/model.gguf" ]; then
-            (cd "$SRC" && PYTHONPATH="$SRC/python:$BUILD/py" compute-sanitizer --tool memcheck --leak-check no python3 -c "
+            (cd "$SRC" && compute-sanitizer --tool memcheck --leak-check no python3 -c "
 from lowbit import _core
 m = _core.Model('$MODEL_DIR/model.gguf'); t = m.tokenize('The quick brown fox jumps over the lazy dog. ' * 8)
 g = _core.CudaLlama(m, 256); a = g.forward(t[:40], 0, 40); b = g.forward([t[40]], 40, 1); c = g.forward(t[41:70], 41, 2)
@@ -118,8 +111,23 @@ print('sanitized forward ok', a.shape, b.shape, c.shape)" 2>&1 | tail -15 | tee 
         fi
         ;;
     speed)
-        (cd "$SRC" && PYTHONPATH="$SRC/python:$BUILD/py" python3 cuda/bench_model.py "$MODEL_DIR/model.gguf" \
+        (cd "$SRC" && python3 cuda/bench_model.py "$MODEL_DIR/model.gguf" \
             "$ROOT/.models/text.txt" 2>&1 | tee "$OUT/bench_model.txt") || status=1
+        ;;
+    e2e)
+        nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,power.draw,temperature.gpu --format=csv,noheader
+        for t in ${E2E_TYPES:-Q4_0 Q8_0}; do
+            python3 -m lowbit.tools.random_model --shape llama3-8b --type "$t" --distinct-rows 512 /tmp/m8b.gguf \
+                > /dev/null || { status=1; continue; }
+            while read -r name vars; do
+                [ -z "$name" ] && continue
+                env $vars python3 -m lowbit bench -m /tmp/m8b.gguf -ngl 99 -p 512 -n 128 -r 3 2>&1 | tail -n 2 \
+                    | sed "s/^/$name /" | tee -a "$OUT/e2e.txt"
+            done <<< "${E2E_CONFIGS:-new LOWBIT_CUDA_GRAPH=1
+old LOWBIT_CUDA_GRAPH=0 LOWBIT_CUDA_MMA=0 LOWBIT_CUDA_PDL=0
+classic LOWBIT_CUDA_MMA_TILE=classic}"
+            rm -f /tmp/m8b.gguf
+        done
         ;;
     *)
         echo "unknown stage $stage"; status=1 ;;
