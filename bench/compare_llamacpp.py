@@ -19,7 +19,10 @@ import statistics
 import sys
 import time
 
-import numpy as np
+# numpy's OpenBLAS threads would otherwise poll in the background of both runtimes
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
 
 
 def _lowbit_runner(path, n_ctx, threads, n_batch):

@@ -23,7 +23,9 @@ void wait_briefly(Ready ready) {
     for (int i = 0; i < kSpinIterations && !ready(); ++i) LOWBIT_PAUSE();
     for (int i = 0; i < kYieldIterations && !ready(); ++i) std::this_thread::yield();
 }
-}
+
+inline uint64_t gen_of(uint64_t s) { return s >> 32; }
+}  // namespace
 
 ThreadPool::ThreadPool(int n_threads) : n_threads_(std::max(1, n_threads)) {
     for (int i = 1; i < n_threads_; ++i) workers_.emplace_back([this, i] { worker(i); });
@@ -33,7 +35,6 @@ ThreadPool::~ThreadPool() {
     {
         std::lock_guard<std::mutex> lock(mu_);
         stop_ = true;
-        generation_.fetch_add(1);
     }
     wake_.notify_all();
     for (auto& t : workers_) t.join();
@@ -41,16 +42,24 @@ ThreadPool::~ThreadPool() {
 
 void ThreadPool::worker(int index) {
     uint64_t seen = 0;
+    auto fresh = [&] { return stop_.load(std::memory_order_acquire) || gen_of(state_.load(std::memory_order_acquire)) != seen; };
     for (;;) {
-        wait_briefly([&] { return generation_.load(std::memory_order_acquire) != seen; });
-        if (generation_.load(std::memory_order_acquire) == seen) {
+        wait_briefly(fresh);
+        if (!fresh()) {
             std::unique_lock<std::mutex> lock(mu_);
-            wake_.wait(lock, [&] { return generation_.load(std::memory_order_acquire) != seen; });
+            wake_.wait(lock, fresh);
         }
-        seen = generation_.load(std::memory_order_acquire);
-        if (stop_) return;
-        (*job_)(index, n_threads_);
-        pending_.fetch_sub(1, std::memory_order_acq_rel);
+        if (stop_.load(std::memory_order_acquire)) return;
+        uint64_t s = state_.load(std::memory_order_acquire);
+        seen = gen_of(s);
+        // join unless the caller has already closed this job
+        while (!(s & kClosed) && gen_of(s) == seen) {
+            if (state_.compare_exchange_weak(s, s + 1, std::memory_order_acq_rel, std::memory_order_acquire)) {
+                (*job_)(index, n_threads_);
+                state_.fetch_sub(1, std::memory_order_acq_rel);
+                break;
+            }
+        }
     }
 }
 
@@ -60,16 +69,19 @@ void ThreadPool::run(const std::function<void(int, int)>& fn) {
         return;
     }
     job_ = &fn;
-    pending_.store(n_threads_ - 1, std::memory_order_release);
     {
         std::lock_guard<std::mutex> lock(mu_);
-        generation_.fetch_add(1, std::memory_order_acq_rel);
+        state_.store(++generation_ << 32, std::memory_order_release);   // open, nobody inside
     }
     wake_.notify_all();
     fn(0, n_threads_);
-    while (pending_.load(std::memory_order_acquire) != 0) {
-        wait_briefly([&] { return pending_.load(std::memory_order_acquire) == 0; });
-        if (pending_.load(std::memory_order_acquire) != 0) std::this_thread::yield();
+    // close the job once no worker is inside it; late workers then skip it
+    for (;;) {
+        uint64_t s = state_.load(std::memory_order_acquire);
+        if ((s & kActive) == 0 &&
+            state_.compare_exchange_strong(s, s | kClosed, std::memory_order_acq_rel, std::memory_order_acquire))
+            break;
+        wait_briefly([&] { return (state_.load(std::memory_order_acquire) & kActive) == 0; });
     }
     job_ = nullptr;
 }

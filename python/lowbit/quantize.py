@@ -75,7 +75,9 @@ _UNSUPPORTED_FTYPES = {
     **{n: "lowbit has no quantizer for the IQ1/IQ2/IQ3 formats" for n in
        ("IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ2_M", "IQ3_XXS", "IQ3_XS", "IQ3_S", "IQ3_M")},
 }
-_FTYPE_VALUE_NAMES = {v[0]: k for k, v in FTYPES.items()}
+# tensor types a weight may be written in (--output-type, --token-embedding-type)
+WEIGHT_TYPES = ("F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K",
+                "Q6_K", "IQ4_NL", "IQ4_XS", "TQ1_0", "TQ2_0", "MXFP4")
 
 # ftype values used in the selection rules below (LLAMA_FTYPE_MOSTLY_*)
 _F = {k: v[0] for k, v in FTYPES.items()}
@@ -134,9 +136,9 @@ def resolve_ftype(name: str) -> tuple[str, int, str]:
 def resolve_tensor_type(name: str, what: str) -> str:
     key = name.strip().upper()
     if key not in GGML_TYPES:
-        raise QuantizeError(f"unknown tensor type {name!r} for {what}")
-    if not can_quantize(key):
-        raise QuantizeError(f"lowbit cannot quantize to {key} ({what})")
+        raise QuantizeError(f"unknown tensor type {name!r} for {what}; known: {', '.join(WEIGHT_TYPES)}")
+    if key not in WEIGHT_TYPES or not can_quantize(key):
+        raise QuantizeError(f"lowbit cannot quantize weights to {key} ({what}); it can to {', '.join(WEIGHT_TYPES)}")
     return key
 
 

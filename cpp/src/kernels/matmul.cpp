@@ -1,8 +1,12 @@
 #include "kernels/matmul.h"
 
 #include <algorithm>
+#include <atomic>
+#include <cstdlib>
 
 #include "common.h"
+#include "kernels/avx512/ops512.h"
+#include "kernels/avx512/packed.h"
 
 namespace lowbit {
 
@@ -16,34 +20,130 @@ constexpr int64_t kTokenTile = 8;
 // The tiled (AMX) path pays off once a 16-token tile is mostly full.
 constexpr int64_t kGemmMinTokens = 16;
 constexpr int64_t kGemmRowGrain = 64;
+// Packed kernels: tokens per pass over a chunk of rows (their packed activations stay in
+// L1 while the chunk's weights come from L2).
+constexpr int64_t kPackedTokenBlock = 16;
+
+bool packed_path(Type t) { return int(active_isa()) >= int(Isa::Avx512) && packed512::supports(t); }
+
+// The AVX-512 activation quantizers (byte-identical to the reference ones) unless
+// LOWBIT_REFERENCE_OPS is set (tests compare the two through whole forward passes).
+FromFloatFn fast_act_quantizer(Type t) {
+    if (int(active_isa()) < int(Isa::Avx512)) return nullptr;
+    const char* env = std::getenv("LOWBIT_REFERENCE_OPS");
+    if (env && env[0] && env[0] != '0') return nullptr;
+    switch (t) {
+        case Type::Q8_0: return ops512::quantize_q8_0;
+        case Type::Q8_1: return ops512::quantize_q8_1;
+        case Type::Q8_K: return ops512::quantize_q8_k;
+        default: return nullptr;
+    }
+}
+
+// Activations in the weight's dot type, converted once per call.
+const uint8_t* convert_act(const WeightView& w, const float* x, int64_t n_tokens, ThreadPool& pool,
+                           MatmulScratch& scratch, size_t* act_row) {
+    const TypeTraits& wt = type_traits(w.type);
+    const TypeTraits& at = type_traits(wt.vec_dot_type);
+    *act_row = row_bytes(wt.vec_dot_type, w.cols);
+    if (wt.vec_dot_type == Type::F32) return reinterpret_cast<const uint8_t*>(x);
+    FromFloatFn convert = at.from_float_act ? at.from_float_act : at.from_float;
+    if (const FromFloatFn fast = fast_act_quantizer(wt.vec_dot_type)) convert = fast;
+    scratch.act.resize(*act_row * size_t(n_tokens));
+    uint8_t* dst = scratch.act.data();
+    const size_t ar = *act_row;
+    pool.parallel_for(n_tokens, 1, [&](int64_t t0, int64_t t1) {
+        for (int64_t t = t0; t < t1; ++t) convert(x + t * w.cols, dst + size_t(t) * ar, w.cols);
+    });
+    return dst;
+}
 
 }  // namespace
+
+const PackedWeights::Entry* PackedWeights::get(const WeightView& w, ThreadPool& pool) {
+    if (!packed_path(w.type)) return nullptr;
+    {
+        std::lock_guard<std::mutex> lock(mu_);
+        auto it = map_.find(w.data);
+        if (it != map_.end()) return it->second.get();
+    }
+    auto e = std::make_unique<Entry>();
+    e->row_bytes = packed512::weight_row_bytes(w.type, w.cols);
+    e->data.resize(e->row_bytes * size_t(w.rows));
+    uint8_t* dst = e->data.data();
+    const size_t rb = e->row_bytes;
+    pool.parallel_for(w.rows, 64, [&](int64_t r0, int64_t r1) {
+        packed512::pack_weights(w.type, w.cols, r1 - r0, w.row(r0), w.row_bytes, dst + size_t(r0) * rb);
+    });
+    std::lock_guard<std::mutex> lock(mu_);
+    auto& slot = map_[w.data];
+    if (!slot) slot = std::move(e);
+    return slot.get();
+}
+
+size_t PackedWeights::bytes() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    size_t total = 0;
+    for (auto& kv : map_) total += kv.second->data.size();
+    return total;
+}
 
 void matmul_rows(const WeightView& w, int64_t row_begin, int64_t row_end, const float* x, int64_t n_tokens,
                  float* y, int64_t ld_y, ThreadPool& pool, MatmulScratch& scratch) {
     const TypeTraits& wt = type_traits(w.type);
-    const TypeTraits& at = type_traits(wt.vec_dot_type);
-    const VecDotFn dot = best_vec_dot(w.type);
-    if (!dot) fail(std::string("no dot kernel for weight type ") + wt.name);
-
-    // convert activations once per call
-    const size_t act_row = row_bytes(wt.vec_dot_type, w.cols);
-    const FromFloatFn convert = at.from_float_act ? at.from_float_act : at.from_float;
-    const uint8_t* act;
-    if (wt.vec_dot_type == Type::F32) {
-        act = reinterpret_cast<const uint8_t*>(x);
-    } else {
-        scratch.act.resize(act_row * size_t(n_tokens));
-        uint8_t* dst = scratch.act.data();
-        pool.parallel_for(n_tokens, 1, [&](int64_t t0, int64_t t1) {
-            for (int64_t t = t0; t < t1; ++t) convert(x + t * w.cols, dst + size_t(t) * act_row, w.cols);
-        });
-        act = dst;
-    }
-
     const int64_t n_rows = row_end - row_begin;
     const GemmFn gemm = n_tokens >= kGemmMinTokens ? best_gemm(w.type) : nullptr;
-    if (gemm) {   // tiled kernel: each thread takes whole row chunks against every token
+    const bool amx = gemm && active_isa() == Isa::Amx;
+
+    if (!amx && packed_path(w.type)) {
+        const PackedWeights::Entry* pw = scratch.packed.get(w, pool);
+        const size_t par = packed512::act_row_bytes(w.type, w.cols);
+        size_t ar = 0;
+        const uint8_t* act = convert_act(w, x, n_tokens, pool, scratch, &ar);
+        scratch.packed_act.resize(par * size_t(n_tokens));
+        uint8_t* pa = scratch.packed_act.data();
+        pool.parallel_for(n_tokens, 1, [&](int64_t t0, int64_t t1) {
+            for (int64_t t = t0; t < t1; ++t) packed512::pack_act(w.type, w.cols, act + size_t(t) * ar, pa + size_t(t) * par);
+        });
+        const uint8_t* wbase = pw->data.data() + size_t(row_begin) * pw->row_bytes;
+        const size_t wrb = pw->row_bytes;
+        const int64_t grain = n_tokens == 1 ? kRowGrain : 32;
+        pool.parallel_for(n_rows, grain, [&](int64_t r0, int64_t r1) {
+            for (int64_t t0 = 0; t0 < n_tokens; t0 += kPackedTokenBlock) {
+                const int64_t nt = std::min(kPackedTokenBlock, n_tokens - t0);
+                packed512::gemm(w.type, w.cols, r1 - r0, nt, wbase + size_t(r0) * wrb, wrb, pa + size_t(t0) * par, par,
+                                y + t0 * ld_y + r0, ld_y);
+            }
+        });
+        return;
+    }
+
+    if (!amx && w.type == Type::F16 && int(active_isa()) >= int(Isa::Avx512)) {
+        // F16 rows as they are, against activations rounded to F16 (held as floats)
+        scratch.packed_act.resize(sizeof(float) * size_t(n_tokens * w.cols));
+        float* af = reinterpret_cast<float*>(scratch.packed_act.data());
+        pool.parallel_for(n_tokens, 1, [&](int64_t t0, int64_t t1) {
+            for (int64_t t = t0; t < t1; ++t) packed512::round_to_f16(x + t * w.cols, af + t * w.cols, w.cols);
+        });
+        const uint16_t* wbase = reinterpret_cast<const uint16_t*>(w.row(row_begin));
+        const int64_t ws = int64_t(w.row_bytes / 2);
+        const int64_t grain = n_tokens == 1 ? kRowGrain : 32;
+        pool.parallel_for(n_rows, grain, [&](int64_t r0, int64_t r1) {
+            for (int64_t t0 = 0; t0 < n_tokens; t0 += kPackedTokenBlock) {
+                const int64_t nt = std::min(kPackedTokenBlock, n_tokens - t0);
+                packed512::gemm_f16(w.cols, r1 - r0, nt, wbase + r0 * ws, ws, af + t0 * w.cols, w.cols,
+                                    y + t0 * ld_y + r0, ld_y);
+            }
+        });
+        return;
+    }
+
+    const VecDotFn dot = best_vec_dot(w.type);
+    if (!dot) fail(std::string("no dot kernel for weight type ") + wt.name);
+    size_t act_row = 0;
+    const uint8_t* act = convert_act(w, x, n_tokens, pool, scratch, &act_row);
+
+    if (amx) {   // tiled kernel: each thread takes whole row chunks against every token
         pool.parallel_for(n_rows, kGemmRowGrain, [&](int64_t r0, int64_t r1) {
             gemm(w.cols, r1 - r0, n_tokens, w.row(row_begin + r0), w.row_bytes, act, act_row, y + r0, ld_y);
         });
@@ -66,7 +166,113 @@ void matmul_rows(const WeightView& w, int64_t row_begin, int64_t row_end, const 
 
 void matmul(const WeightView& w, const float* x, int64_t n_tokens, float* y, ThreadPool& pool,
             MatmulScratch& scratch) {
-    matmul_rows(w, 0, w.rows, x, n_tokens, y, w.rows, pool, scratch);
+    const MatmulJob job{&w, y, w.rows};
+    matmul_many(&job, 1, x, n_tokens, pool, scratch);
+}
+
+void matmul_many(const MatmulJob* jobs, int count, const float* x, int64_t n_tokens, ThreadPool& pool,
+                 MatmulScratch& scratch) {
+    // the packed (and F16) kernels, unless some matrix lacks one or prefers AMX tiles
+    bool fast = int(active_isa()) >= int(Isa::Avx512);
+    for (int j = 0; j < count && fast; ++j) {
+        const WeightView& w = *jobs[j].w;
+        if (w.cols != jobs[0].w->cols) fast = false;
+        if (!packed_path(w.type) && w.type != Type::F16) fast = false;
+        if (active_isa() == Isa::Amx && n_tokens >= kGemmMinTokens && best_gemm(w.type)) fast = false;
+    }
+    if (!fast) {
+        for (int j = 0; j < count; ++j)
+            matmul_rows(*jobs[j].w, 0, jobs[j].w->rows, x, n_tokens, jobs[j].y, jobs[j].ld_y, pool, scratch);
+        return;
+    }
+    const int64_t cols = jobs[0].w->cols;
+
+    // activations: converted once per dot type, packed once per weight type
+    struct Act {
+        Type type;               // weight type the packed form is for
+        const uint8_t* data;
+        size_t stride;
+    };
+    Act acts[8];
+    int n_acts = 0;
+    const PackedWeights::Entry* pw[8] = {};
+    int act_of[8] = {};
+    if (count > 8) fail("matmul_many: too many products");
+    if (scratch.bufs.size() < 8) scratch.bufs.resize(8);
+    Type converted_as = Type::F32;   // vec_dot_type held in scratch.act (F32: none yet)
+    size_t conv_row = 0;
+    for (int j = 0; j < count; ++j) {
+        const WeightView& w = *jobs[j].w;
+        int found = -1;
+        for (int i = 0; i < n_acts; ++i)
+            if (acts[i].type == w.type) found = i;
+        if (w.type != Type::F16) pw[j] = scratch.packed.get(w, pool);
+        if (found >= 0) {
+            act_of[j] = found;
+            continue;
+        }
+        std::vector<uint8_t>& buf = scratch.bufs[size_t(n_acts)];
+        Act a{w.type, nullptr, 0};
+        if (w.type == Type::F16) {
+            a.stride = sizeof(float) * size_t(cols);
+            buf.resize(a.stride * size_t(n_tokens));
+            float* af = reinterpret_cast<float*>(buf.data());
+            pool.parallel_for(n_tokens, 1, [&](int64_t t0, int64_t t1) {
+                for (int64_t t = t0; t < t1; ++t) packed512::round_to_f16(x + t * cols, af + t * cols, cols);
+            });
+        } else {
+            const Type vt = type_traits(w.type).vec_dot_type;
+            if (converted_as != vt) {
+                convert_act(w, x, n_tokens, pool, scratch, &conv_row);
+                converted_as = vt;
+            }
+            a.stride = packed512::act_row_bytes(w.type, cols);
+            buf.resize(a.stride * size_t(n_tokens));
+            const uint8_t* q = scratch.act.data();
+            uint8_t* dst = buf.data();
+            const size_t st = a.stride, cr = conv_row;
+            pool.parallel_for(n_tokens, 1, [&](int64_t t0, int64_t t1) {
+                for (int64_t t = t0; t < t1; ++t) packed512::pack_act(w.type, cols, q + size_t(t) * cr, dst + size_t(t) * st);
+            });
+        }
+        a.data = buf.data();
+        act_of[j] = n_acts;
+        acts[n_acts++] = a;
+    }
+
+    // the rows of every matrix in chunks, handed out one at a time
+    const int64_t rows_per_chunk = n_tokens == 1 ? kRowGrain : 32;
+    int64_t first_chunk[9] = {};
+    for (int j = 0; j < count; ++j)
+        first_chunk[j + 1] = first_chunk[j] + (jobs[j].w->rows + rows_per_chunk - 1) / rows_per_chunk;
+    const int64_t n_chunks = first_chunk[count];
+    auto run_chunk = [&](int64_t c) {
+        int j = 0;
+        while (c >= first_chunk[j + 1]) ++j;
+        const WeightView& w = *jobs[j].w;
+        const int64_t r0 = (c - first_chunk[j]) * rows_per_chunk, r1 = std::min(w.rows, r0 + rows_per_chunk);
+        const Act& a = acts[act_of[j]];
+        for (int64_t t0 = 0; t0 < n_tokens; t0 += kPackedTokenBlock) {
+            const int64_t nt = std::min(kPackedTokenBlock, n_tokens - t0);
+            float* y = jobs[j].y + t0 * jobs[j].ld_y + r0;
+            if (w.type == Type::F16) {
+                const int64_t ws = int64_t(w.row_bytes / 2);
+                packed512::gemm_f16(cols, r1 - r0, nt, reinterpret_cast<const uint16_t*>(w.row(r0)), ws,
+                                    reinterpret_cast<const float*>(a.data) + t0 * cols, cols, y, jobs[j].ld_y);
+            } else {
+                packed512::gemm(w.type, cols, r1 - r0, nt, pw[j]->data.data() + size_t(r0) * pw[j]->row_bytes,
+                                pw[j]->row_bytes, a.data + size_t(t0) * a.stride, a.stride, y, jobs[j].ld_y);
+            }
+        }
+    };
+    if (pool.size() == 1 || n_chunks == 1) {
+        for (int64_t c = 0; c < n_chunks; ++c) run_chunk(c);
+        return;
+    }
+    std::atomic<int64_t> next{0};
+    pool.run([&](int, int) {
+        for (int64_t c; (c = next.fetch_add(1, std::memory_order_relaxed)) < n_chunks;) run_chunk(c);
+    });
 }
 
 }  // namespace lowbit

@@ -2,6 +2,9 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
+#include <mutex>
+#include <unordered_map>
 #include <vector>
 
 #include "formats/registry.h"
@@ -19,9 +22,39 @@ struct WeightView {
     const uint8_t* row(int64_t r) const { return data + size_t(r) * row_bytes; }
 };
 
-// Reusable buffers for activations converted to the weight's dot type.
+// Weights repacked for the packed kernels (kernels/avx512/packed.h), made on first use
+// and keyed by the weight's data pointer: valid as long as the weights it was filled from
+// (the owner must not outlive the model).
+class PackedWeights {
+  public:
+    struct Entry {
+        std::vector<uint8_t> data;
+        size_t row_bytes = 0;
+    };
+    // The packed copy of w, packing it (on the pool) the first time; null if w's type has
+    // no packed layout on the active ISA.
+    const Entry* get(const WeightView& w, ThreadPool& pool);
+    size_t bytes() const;
+
+  private:
+    mutable std::mutex mu_;
+    std::unordered_map<const uint8_t*, std::unique_ptr<Entry>> map_;
+};
+
+// Reusable buffers for activations converted to the weight's dot type, and the packed
+// weights of the model this scratch serves.
 struct MatmulScratch {
     std::vector<uint8_t> act;
+    std::vector<uint8_t> packed_act;
+    std::vector<std::vector<uint8_t>> bufs;   // matmul_many's activations, one per format
+    PackedWeights packed;
+};
+
+// One product of a batch that shares its input: y[t * ld_y + r] = dot(row r of *w, x_t).
+struct MatmulJob {
+    const WeightView* w;
+    float* y;
+    int64_t ld_y;
 };
 
 // y[t * w.rows + r] = dot(row r of w, x[t * w.cols ...]) for t in [0, n_tokens).
@@ -29,6 +62,12 @@ struct MatmulScratch {
 // (Q8_0 for Q4_0, ...), as llama.cpp does, so results track llama.cpp's closely.
 void matmul(const WeightView& w, const float* x, int64_t n_tokens, float* y, ThreadPool& pool,
             MatmulScratch& scratch);
+
+// Several products of the same activations (Q, K and V; gate and up) in one pass over the
+// thread pool: the activations are converted once per format and the threads share out
+// the rows of all the matrices, so one synchronisation serves them all.
+void matmul_many(const MatmulJob* jobs, int count, const float* x, int64_t n_tokens, ThreadPool& pool,
+                 MatmulScratch& scratch);
 
 // Same, restricted to rows [row_begin, row_end) of w writing y[t * ld_y + r - row_begin].
 void matmul_rows(const WeightView& w, int64_t row_begin, int64_t row_end, const float* x, int64_t n_tokens,

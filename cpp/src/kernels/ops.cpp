@@ -36,6 +36,28 @@ void rope_apply(float* x, int64_t n_heads, int64_t head_dim, int64_t n_rot, int3
 
 }  // namespace
 
+void rope_cos_sin(int32_t pos, int64_t n_rot, float base, float* cs) {
+    const float theta_scale = std::pow(base, -2.0f / float(n_rot));
+    float theta = float(pos);
+    for (int64_t i = 0; i < n_rot / 2; ++i) {
+        cs[2 * i] = std::cos(theta);
+        cs[2 * i + 1] = std::sin(theta);
+        theta *= theta_scale;
+    }
+}
+
+void rope_norm_cs(float* x, int64_t n_heads, int64_t head_dim, int64_t n_rot, const float* cs) {
+    for (int64_t i = 0; i < n_rot / 2; ++i) {
+        const float c = cs[2 * i], s = cs[2 * i + 1];
+        for (int64_t h = 0; h < n_heads; ++h) {
+            float* v = x + h * head_dim;
+            const float x0 = v[2 * i], x1 = v[2 * i + 1];
+            v[2 * i] = x0 * c - x1 * s;
+            v[2 * i + 1] = x0 * s + x1 * c;
+        }
+    }
+}
+
 void rope_norm(float* x, int64_t n_heads, int64_t head_dim, int64_t n_rot, int32_t pos, float base) {
     rope_apply(x, n_heads, head_dim, n_rot, pos, base, [](int64_t i, int64_t, int64_t* a, int64_t* b) {
         *a = 2 * i;

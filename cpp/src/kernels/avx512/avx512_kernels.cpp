@@ -470,6 +470,136 @@ void register_legacy(TypeTable& t) {
 
 }  // namespace z512
 }  // namespace
+}  // namespace lowbit
+
+// ---- packed layouts (packed.h) ------------------------------------------------------------
+#include "kernels/avx512/packed.h"
+#include "kernels/avx512/packed512.h"
+#include "kernels/avx512/ops512.h"
+#include "kernels/avx512/ops512_impl.h"
+
+namespace lowbit {
+namespace packed512 {
+
+namespace {
+// One switch per entry point; F is the layout struct of packed512.h.
+template <class Fn>
+bool dispatch(Type t, Fn&& fn) {
+    switch (t) {
+        case Type::Q4_0: fn(pk::LQ4_0{}); return true;
+        case Type::Q4_1: fn(pk::LQ4_1{}); return true;
+        case Type::Q5_0: fn(pk::LQ5_0{}); return true;
+        case Type::Q8_0: fn(pk::LQ8_0{}); return true;
+        default: return false;
+    }
+}
+}  // namespace
+
+template <class Fn>
+bool dispatch_kq(Type t, Fn&& fn) {
+    switch (t) {
+        case Type::Q4_K: fn(pk::KQ4{}); return true;
+        case Type::Q6_K: fn(pk::KQ6{}); return true;
+        default: return false;
+    }
+}
+
+bool supports(Type t) {
+    return dispatch(t, [](auto) {}) || dispatch_kq(t, [](auto) {});
+}
+
+size_t weight_row_bytes(Type t, int64_t n) {
+    size_t out = 0;
+    dispatch(t, [&](auto f) { out = pk::legacy_row_bytes<decltype(f)>(n); });
+    dispatch_kq(t, [&](auto f) { out = size_t(n / 256) * decltype(f)::kBytes; });
+    return out;
+}
+
+void pack_weights(Type t, int64_t n, int64_t nrows, const uint8_t* src, size_t src_stride, uint8_t* dst) {
+    const size_t rb = weight_row_bytes(t, n);
+    dispatch(t, [&](auto f) {
+        for (int64_t r = 0; r < nrows; ++r) pk::pack_legacy_row<decltype(f)>(n, src + r * src_stride, dst + r * rb);
+    });
+    dispatch_kq(t, [&](auto f) {
+        for (int64_t r = 0; r < nrows; ++r) pk::pack_kq_row<decltype(f)>(n, src + r * src_stride, dst + r * rb);
+    });
+}
+
+size_t act_row_bytes(Type t, int64_t n) {
+    size_t out = 0;
+    dispatch(t, [&](auto) { out = pk::legacy_act_bytes(n); });
+    dispatch_kq(t, [&](auto) { out = size_t(n / 256) * pk::kActSbBytes; });
+    return out;
+}
+
+void pack_act(Type t, int64_t n, const uint8_t* q, uint8_t* dst) {
+    dispatch(t, [&](auto f) { pk::pack_legacy_act<decltype(f)>(n, q, dst); });
+    dispatch_kq(t, [&](auto f) { pk::pack_kq_act<decltype(f)>(n, q, dst); });
+}
+
+void gemm(Type t, int64_t n, int64_t nrows, int64_t ntok, const uint8_t* w, size_t w_stride, const uint8_t* a,
+          size_t a_stride, float* c, int64_t ldc) {
+    dispatch(t, [&](auto f) { pk::legacy_gemm<decltype(f)>(n, nrows, ntok, w, w_stride, a, a_stride, c, ldc); });
+    dispatch_kq(t, [&](auto f) { pk::kq_gemm<decltype(f)>(n, nrows, ntok, w, w_stride, a, a_stride, c, ldc); });
+}
+
+void gemm_f16(int64_t n, int64_t nrows, int64_t ntok, const uint16_t* w, int64_t w_stride, const float* a,
+              int64_t a_stride, float* c, int64_t ldc) {
+    pk::f16_gemm(n, nrows, ntok, w, w_stride, a, a_stride, c, ldc);
+}
+
+void round_to_f16(const float* x, float* y, int64_t n) {
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 k = n - i >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (n - i)) - 1);
+        _mm512_mask_storeu_ps(y + i, k, _mm512_cvtph_ps(_mm512_cvtps_ph(_mm512_maskz_loadu_ps(k, x + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)));
+    }
+}
+
+namespace {
+// F16's gemm slot: activations arrive as F16 rows; widened to floats (exact) first.
+void gemm_slot_f16(int64_t n, int64_t nrows, int64_t ntok, const void* w, size_t w_stride, const void* a, size_t a_stride,
+                   float* c, int64_t ldc) {
+    float* af = new float[size_t(n * ntok)];
+    for (int64_t t = 0; t < ntok; ++t) {
+        const uint16_t* src = reinterpret_cast<const uint16_t*>(static_cast<const uint8_t*>(a) + size_t(t) * a_stride);
+        for (int64_t i = 0; i < n; ++i) af[t * n + i] = h2f(src[i]);
+    }
+    gemm_f16(n, nrows, ntok, static_cast<const uint16_t*>(w), int64_t(w_stride / 2), af, n, c, ldc);
+    delete[] af;
+}
+
+// The registry's gemm slot for this ISA: packs both operands on the fly (for tests and
+// one-off products; matmul keeps packed weights and calls gemm() directly).
+template <Type kT>
+void gemm_slot(int64_t n, int64_t nrows, int64_t ntok, const void* w, size_t w_stride, const void* a, size_t a_stride,
+               float* c, int64_t ldc) {
+    const size_t wr = weight_row_bytes(kT, n), ar = act_row_bytes(kT, n);
+    uint8_t* pw = new uint8_t[wr * size_t(nrows) + ar * size_t(ntok)];
+    uint8_t* pa = pw + wr * size_t(nrows);
+    pack_weights(kT, n, nrows, static_cast<const uint8_t*>(w), w_stride, pw);
+    for (int64_t t = 0; t < ntok; ++t) pack_act(kT, n, static_cast<const uint8_t*>(a) + size_t(t) * a_stride, pa + size_t(t) * ar);
+    gemm(kT, n, nrows, ntok, pw, wr, pa, ar, c, ldc);
+    delete[] pw;
+}
+}  // namespace
+
+void register_gemm_slots(TypeTable& t) {
+    auto put = [&t](Type type, GemmFn fn) {
+        if (t[uint32_t(type)].name) t[uint32_t(type)].gemm[int(Isa::Avx512)] = fn;
+    };
+    put(Type::Q4_0, gemm_slot<Type::Q4_0>);
+    put(Type::Q4_1, gemm_slot<Type::Q4_1>);
+    put(Type::Q5_0, gemm_slot<Type::Q5_0>);
+    put(Type::Q8_0, gemm_slot<Type::Q8_0>);
+    put(Type::F16, gemm_slot_f16);
+    put(Type::Q4_K, gemm_slot<Type::Q4_K>);
+    put(Type::Q6_K, gemm_slot<Type::Q6_K>);
+}
+
+}  // namespace packed512
+}  // namespace lowbit
+
+namespace lowbit {
 
 void register_avx512_kernels(TypeTable& t) {
     if (int(detect_best_isa()) < int(Isa::Avx512)) return;   // never hand out kernels the CPU lacks
@@ -491,6 +621,7 @@ void register_avx512_kernels(TypeTable& t) {
     put(Type::TQ2_0, Type::Q8_K, z512::dot512_tq2_0);
     if (z512::gathers_are_fast()) z512::register_legacy<true>(t);
     else z512::register_legacy<false>(t);
+    packed512::register_gemm_slots(t);
 }
 
 }  // namespace lowbit
