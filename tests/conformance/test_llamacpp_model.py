@@ -121,7 +121,6 @@ def peer_perplexity(peer, tokens, n_ctx, n_chunks):
     return float(np.exp(np.mean(nll)))
 
 
-@pytest.mark.slow
 def test_perplexity_within_half_percent(llm, peer, wikitext_test):
     n_ctx, n_chunks = 512, 20
     ours = llm.perplexity(wikitext_test, n_ctx=n_ctx, chunks=n_chunks)
