@@ -186,19 +186,25 @@ def test_cli_bad_arguments():
 def test_cli_chat_ctrl_c_stops_answer_not_program(model_path):
     import os
     import signal
-    import time
 
-    p = subprocess.Popen([sys.executable, "-u", "-m", "lowbit", "chat", "-m", model_path, "-n", "2000", "-t", "1"],
+    # --ignore-eos and a long budget: the answer cannot end on its own before Ctrl-C,
+    # however fast the machine; the interrupt is sent once the answer is streaming.
+    p = subprocess.Popen([sys.executable, "-u", "-m", "lowbit", "chat", "-m", model_path, "-n", "100000",
+                          "-c", "8192", "--ignore-eos", "-t", "1"],
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         p.stdin.write("Write a very long story about a dragon.\n")
         p.stdin.flush()
-        time.sleep(8)                      # model loaded and answering
+        seen = ""
+        while len(seen) < 2 + 20:                # the "> " prompt, then 20 characters of answer
+            ch = p.stdout.read(1)
+            assert ch, "chat exited before answering: " + p.stderr.read()
+            seen += ch
         os.kill(p.pid, signal.SIGINT)
-        time.sleep(1)
         p.stdin.write("/exit\n")
         p.stdin.flush()
         out, err = p.communicate(timeout=120)
+        out = seen + out
     finally:
         if p.poll() is None:
             p.kill()

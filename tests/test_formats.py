@@ -6,7 +6,8 @@ rerun a failure with LOWBIT_TEST_SEED=<seed from the message>):
   * quantize is byte-identical to gguf.quants.quantize where gguf-py can quantize,
   * and, where llama-cpp-python's bundled ggml is importable:
       - the reference quantizer is byte-identical to ggml's quantize_row_*_ref,
-      - the quality quantizer's (importance-)weighted RMSE is <= ggml_quantize_chunk's,
+      - the quality quantizer's RMSE, weighted the way llama.cpp's quantizer weights each
+        format's error (with and without an imatrix), is <= ggml_quantize_chunk's,
       - every dot kernel agrees with ggml's vec_dot and with a float64 dot.
 """
 import ctypes
@@ -21,6 +22,7 @@ import pytest
 import gguf
 from gguf import GGMLQuantizationType as QT
 from lowbit import _core
+from lowbit import quantize as Q
 
 SEED = int(os.environ.get("LOWBIT_TEST_SEED", "0")) or int.from_bytes(os.urandom(4), "little")
 TYPES = _core.type_names()
@@ -339,10 +341,8 @@ def supports_importance():
         return False
 
 
-def weighted_rmse(x, y, w):
-    d2 = (x.astype(np.float64) - y.astype(np.float64)) ** 2
-    w = np.ones(x.shape[1]) if w is None else w.astype(np.float64)
-    return float(np.sqrt((d2 * w).sum() / (w.sum() * x.shape[0])))
+weighted_rmse = Q.weighted_rmse
+llama_error_weights = Q.error_weights
 
 
 def importance_for(rng, ncols):
@@ -363,9 +363,13 @@ def test_quality_not_worse_than_llama(t, data, imatrix, ggml, request):
         pytest.skip("lowbit._core.quantize takes no importance= (imatrix) argument")
     got = _core.quantize(t, x, reference=False, importance=w) if imatrix else _core.quantize(t, x, reference=False)
     want = ggml.quantize_chunk(t, x, w)
-    e_lowbit = weighted_rmse(x, _core.dequantize(t, got, x.size).reshape(x.shape), w)
-    e_llama = weighted_rmse(x, _core.dequantize(t, want, x.size).reshape(x.shape), w)
-    assert e_lowbit <= e_llama * (1 + 1e-9), f"{where(t)} {data} imatrix={imatrix}: RMSE {e_lowbit:.6e} > llama.cpp {e_llama:.6e}"
+    y_lowbit = _core.dequantize(t, got, x.size).reshape(x.shape)
+    y_llama = _core.dequantize(t, want, x.size).reshape(x.shape)
+    ew = llama_error_weights(t, x, w)
+    e_lowbit, e_llama = weighted_rmse(x, y_lowbit, ew), weighted_rmse(x, y_llama, ew)
+    assert e_lowbit <= e_llama * (1 + 1e-9), (
+        f"{where(t)} {data} imatrix={imatrix}: weighted RMSE {e_lowbit:.6e} > llama.cpp {e_llama:.6e} "
+        f"(plain RMSE {weighted_rmse(x, y_lowbit, None):.6e} vs {weighted_rmse(x, y_llama, None):.6e})")
 
 
 # ---- dot kernels --------------------------------------------------------------------------

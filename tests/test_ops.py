@@ -39,7 +39,11 @@ def _shapes(bs):
     # sixteen blocks, several groups, the 135M model's widths
     base = [(1, 1, 1), (1, 5, 3), (3, 7, 5), (8, 4, 4), (9, 9, 17), (16, 3, 2), (17, 5, 1), (18, 13, 6),
             (48, 6, 20), (64, 2, 33)]
-    return [(k * bs, r, t) for k, r, t in base if k * bs <= 2048 * 4]
+    unit = max(bs, 32)   # float formats: whole 32-element pieces, plus ragged widths below
+    shapes = [(k * unit, r, t) for k, r, t in base if k * unit <= 2048 * 4]
+    if bs == 1:
+        shapes += [(n, 3, 7) for n in (5, 63, 64, 65, 100, 129, 577, 1000)]
+    return shapes
 
 
 def _s_bound(wd, ad):

@@ -28,11 +28,12 @@ def _add_sampling(p: argparse.ArgumentParser, temp: float = 0.8) -> None:
     p.add_argument("--min-p", type=float, default=0.05)
     p.add_argument("--repeat-penalty", type=float, default=1.0)
     p.add_argument("-s", "--seed", type=int, default=None, help="random seed (same seed, same output)")
+    p.add_argument("--ignore-eos", action="store_true", help="keep generating past end-of-text tokens")
 
 
 def _sampling_kwargs(a: argparse.Namespace) -> dict:
     return dict(temperature=a.temp, top_k=a.top_k, top_p=a.top_p, min_p=a.min_p,
-                repeat_penalty=a.repeat_penalty, seed=a.seed)
+                repeat_penalty=a.repeat_penalty, seed=a.seed, ignore_eos=a.ignore_eos)
 
 
 def _open(a: argparse.Namespace):

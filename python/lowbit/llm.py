@@ -195,13 +195,14 @@ class LLM:
         stop: str | Sequence[str] | None = None,
         stream: bool = False,
         special: bool = False,
+        ignore_eos: bool = False,
     ) -> Union[str, Iterator[str]]:
         """Continues prompt.  Returns the text, or with stream=True an iterator of text
-        pieces (never half a UTF-8 character).  Stops at EOS/end-of-turn tokens, at any
-        stop string (which is not included), or after max_tokens."""
+        pieces (never half a UTF-8 character).  Stops at EOS/end-of-turn tokens (unless
+        ignore_eos), at any stop string (which is not included), or after max_tokens."""
         tokens = self._prompt_tokens(prompt, special=special)
         pieces = self._generate_pieces(tokens, max_tokens, temperature, top_k, top_p, min_p, repeat_penalty,
-                                       seed, stop)
+                                       seed, stop, ignore_eos)
         return pieces if stream else "".join(pieces)
 
     def generate_tokens(self, prompt: Prompt, max_tokens: int = 128, **sampling: Any) -> list[int]:
@@ -219,7 +220,7 @@ class LLM:
 
     def _token_stream(self, tokens: list[int], max_tokens: int, temperature: float = 0.8, top_k: int = 40,
                       top_p: float = 0.95, min_p: float = 0.05, repeat_penalty: float = 1.0,
-                      seed: int | None = None) -> Iterator[int]:
+                      seed: int | None = None, ignore_eos: bool = False) -> Iterator[int]:
         if max_tokens < 0:
             raise ValueError("max_tokens must be >= 0")
         sampler = self._make_sampler(temperature, top_k, top_p, min_p, repeat_penalty, seed)
@@ -227,7 +228,7 @@ class LLM:
         history = list(tokens)
         for _ in range(max_tokens):
             tok = sampler.sample(self.context, history)
-            if self.model.is_eog(tok):
+            if self.model.is_eog(tok) and not ignore_eos:
                 return
             yield tok
             history.append(tok)
@@ -236,11 +237,12 @@ class LLM:
             self._eval_token(tok)
 
     def _generate_pieces(self, tokens, max_tokens, temperature, top_k, top_p, min_p, repeat_penalty, seed,
-                         stop) -> Iterator[str]:
+                         stop, ignore_eos=False) -> Iterator[str]:
         stops = [stop] if isinstance(stop, str) else list(stop or [])
         scanner = _StopScanner(stops)
         decoder = _core.StreamDecoder(self.model)
-        for tok in self._token_stream(tokens, max_tokens, temperature, top_k, top_p, min_p, repeat_penalty, seed):
+        for tok in self._token_stream(tokens, max_tokens, temperature, top_k, top_p, min_p, repeat_penalty, seed,
+                                      ignore_eos):
             text, hit = scanner.feed(decoder.push(tok).decode("utf-8"))
             if text:
                 yield text
@@ -266,13 +268,13 @@ class LLM:
     def chat(self, messages: Sequence[Mapping[str, Any]], max_tokens: int = 512, temperature: float = 0.8,
              top_k: int = 40, top_p: float = 0.95, min_p: float = 0.05, repeat_penalty: float = 1.0,
              seed: int | None = None, stop: str | Sequence[str] | None = None,
-             stream: bool = False) -> Union[str, Iterator[str]]:
+             stream: bool = False, ignore_eos: bool = False) -> Union[str, Iterator[str]]:
         """The assistant's reply to messages ([{"role": ..., "content": ...}, ...])."""
         prompt = self.apply_chat_template(messages)
         add_bos = self.model.add_bos and not prompt.startswith(self.chat_template.bos_token or "\0")
         tokens = self.tokenize(prompt, add_bos=add_bos, special=True)
         pieces = self._generate_pieces(tokens, max_tokens, temperature, top_k, top_p, min_p, repeat_penalty, seed,
-                                       stop)
+                                       stop, ignore_eos)
         return pieces if stream else "".join(pieces)
 
     def create_chat_completion(self, messages: Sequence[Mapping[str, Any]], **kwargs: Any) -> dict:

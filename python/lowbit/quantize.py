@@ -33,8 +33,9 @@ import numpy as np
 
 from . import _core
 
-__all__ = ["FTYPES", "ALIASES", "QuantizeError", "TensorDesc", "HParams", "Planned", "plan_types",
-           "resolve_ftype", "quantize_file", "main"]
+__all__ = ["FTYPES", "ALIASES", "WEIGHT_TYPES", "QuantizeError", "QuantizeResult", "TensorDesc", "HParams",
+           "Planned", "GGUFIndex", "plan_types", "read_input", "resolve_ftype", "quantize_file", "error_weights",
+           "weighted_rmse", "main"]
 
 
 class QuantizeError(ValueError):
@@ -140,6 +141,41 @@ def resolve_tensor_type(name: str, what: str) -> str:
     if key not in WEIGHT_TYPES or not can_quantize(key):
         raise QuantizeError(f"lowbit cannot quantize weights to {key} ({what}); it can to {', '.join(WEIGHT_TYPES)}")
     return key
+
+
+# ---- quantization error, measured the way llama.cpp's quantizer measures it ---------------
+def error_weights(type_name: str, x: np.ndarray, importance: np.ndarray | None = None) -> np.ndarray:
+    """Per-element weights of the squared error llama.cpp's quantizer minimises for a
+    K-quant or IQ4 type (rows of x; importance = one imatrix row, or None): its _ref
+    path's weights without an imatrix, importance * sqrt(sigma2 + x^2) with one (sigma2
+    from the block's mean square; Q6_K uses the importance as it is).  lowbit's quality
+    quantizers minimise the same error; other types get uniform weights."""
+    x = np.asarray(x, dtype=np.float64)
+    if type_name not in ("Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL", "IQ4_XS"):
+        return np.ones_like(x) if importance is None else np.broadcast_to(np.asarray(importance, np.float64), x.shape)
+    block = 32 if type_name == "IQ4_NL" else 256
+    xb = x.reshape(x.shape[0], -1, block)
+    mean_sq = (xb ** 2).mean(axis=2, keepdims=True)
+    if importance is not None:
+        ib = np.broadcast_to(np.asarray(importance, np.float64).reshape(1, -1, block), xb.shape)
+        if type_name == "Q6_K":
+            return np.array(ib).reshape(x.shape)
+        sigma2 = mean_sq if type_name == "Q2_K" else 2 * mean_sq
+        return (ib * np.sqrt(sigma2 + xb ** 2)).reshape(x.shape)
+    if type_name == "Q2_K":
+        return np.abs(x)
+    if type_name in ("Q4_K", "Q5_K"):
+        xs = x.reshape(x.shape[0], -1, 32)
+        return (np.sqrt((xs ** 2).mean(axis=2, keepdims=True)) + np.abs(xs)).reshape(x.shape)
+    return x ** 2        # Q3_K, Q6_K, IQ4_NL, IQ4_XS
+
+
+def weighted_rmse(x: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None) -> float:
+    """sqrt(sum w (x - y)^2 / sum w); uniform weights when None."""
+    d2 = (np.asarray(x, np.float64) - np.asarray(y, np.float64)) ** 2
+    w = np.ones_like(d2) if weights is None else np.broadcast_to(np.asarray(weights, np.float64), d2.shape)
+    return float(np.sqrt((d2 * w).sum() / w.sum()))
+
 
 
 # ---------------------------------------------------------------------------- plan

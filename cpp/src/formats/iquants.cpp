@@ -190,41 +190,46 @@ void iq4xs_to_float(const void* src, float* y, int64_t n) {
 const kq::GridSpec kNL{1, 32, 16, 0, kValues, 1, 1, -1};          // the scale is d itself
 const kq::GridSpec kXS{8, 32, 16, 0, kValues, -32, 31, -1};
 
+// The refinement minimises the error llama.cpp's quantizer weights by (x^2, or the imatrix
+// times sqrt(sigma2 + x^2)), so its blocks are never worse by llama.cpp's own measure.
 void iq4nl_quality(const float* x, const float* imp, BlockIQ4_NL* y) {
     iq4nl_block(x, y, imp, 7);
-    float deq[32];
+    float deq[32], w[32];
+    iq4_weights(x, imp, sigma2_of(x, 32), w);
     iq4nl_to_float(y, deq, 32);
-    const double base = kq::block_error(x, deq, imp, 32);
+    const double base = kq::block_error(x, deq, w, 32);
     if (base == 0 || !std::isfinite(base)) return;
     kq::SuperBlock s;
     s.d = fp16_to_fp32(y->d);
     s.sc[0] = 1;
     unpack_nibbles(y->qs, s.L, 32);
-    kq::refine(kNL, x, imp, s, 4, 2);
+    kq::refine(kNL, x, w, s, 4, 2);
     BlockIQ4_NL cand;
     cand.d = fp32_to_fp16(s.d);
     pack_nibbles(s.L, cand.qs, 32);
     iq4nl_to_float(&cand, deq, 32);
-    if (kq::block_error(x, deq, imp, 32) < base) *y = cand;
+    if (kq::block_error(x, deq, w, 32) < base) *y = cand;
 }
 
 void iq4xs_quality(const float* x, const float* imp, BlockIQ4_XS* y) {
     iq4xs_block(x, y, imp);
-    float deq[QK_K];
+    float deq[QK_K], w[QK_K];
+    const float sigma2 = sigma2_of(x, QK_K);
+    for (int ib = 0; ib < QK_K / 32; ++ib) iq4_weights(x + 32 * ib, imp ? imp + 32 * ib : nullptr, sigma2, w + 32 * ib);
     iq4xs_to_float(y, deq, QK_K);
-    const double base = kq::block_error(x, deq, imp, QK_K);
+    const double base = kq::block_error(x, deq, w, QK_K);
     if (base == 0 || !std::isfinite(base)) return;
     kq::SuperBlock s;
     s.d = fp16_to_fp32(y->d);
     for (int ib = 0; ib < QK_K / 32; ++ib) s.sc[ib] = iq4xs_scale(*y, ib);
     unpack_nibbles(y->qs, s.L, QK_K);
-    kq::refine(kXS, x, imp, s, 3, 1);
+    kq::refine(kXS, x, w, s, 3, 1);
     BlockIQ4_XS cand;
     cand.d = fp32_to_fp16(s.d);
     iq4xs_set_scales(&cand, s.sc);
     pack_nibbles(s.L, cand.qs, QK_K);
     iq4xs_to_float(&cand, deq, QK_K);
-    if (kq::block_error(x, deq, imp, QK_K) < base) *y = cand;
+    if (kq::block_error(x, deq, w, QK_K) < base) *y = cand;
 }
 
 void iq4nl_quantize_rows(const float* src, void* dst, int64_t nrows, int64_t ncols, const float* imp) {

@@ -747,33 +747,72 @@ void encode(kq::SuperBlock& s, BlockQ6_K* b) {
     q6k_pack(s.L, b);
 }
 
+// ---- quality quantizers --------------------------------------------------------------------
+// The per-element weights of the squared error llama.cpp's quantizer minimises for each format
+// (its _ref path without an imatrix, its _impl path with one).  The refinement minimises the
+// same error, so a lowbit block is never worse than llama.cpp's by llama.cpp's own measure.
+// (An unweighted search made lower plain RMSE but worse models: Q3_K/Q6_K weight by x^2.)
+using ErrorWeightsFn = void (*)(const float* x, const float* qw, float* w);
+
+float sum_squares(const float* x, int n) {
+    float s = 0;
+    for (int i = 0; i < n; ++i) s += x[i] * x[i];
+    return s;
+}
+// qw * sqrt(sigma2 + x^2): the imatrix weighting of ggml's _impl quantizers.
+void imatrix_weights(const float* x, const float* qw, float sigma2, float* w) {
+    for (int i = 0; i < QK_K; ++i) w[i] = qw[i] * std::sqrt(sigma2 + x[i] * x[i]);
+}
+void q2k_error_weights(const float* x, const float* qw, float* w) {
+    if (qw) return imatrix_weights(x, qw, sum_squares(x, QK_K) / QK_K, w);
+    for (int i = 0; i < QK_K; ++i) w[i] = std::fabs(x[i]);
+}
+void q3k_error_weights(const float* x, const float* qw, float* w) {
+    if (qw) return imatrix_weights(x, qw, 2 * sum_squares(x, QK_K) / QK_K, w);
+    for (int i = 0; i < QK_K; ++i) w[i] = x[i] * x[i];
+}
+void qk45_error_weights(const float* x, const float* qw, float* w) {
+    if (qw) return imatrix_weights(x, qw, 2 * sum_squares(x, QK_K) / QK_K, w);
+    for (int j = 0; j < QK_K / 32; ++j) {
+        const float av_x = std::sqrt(sum_squares(x + 32 * j, 32) / 32);
+        for (int l = 0; l < 32; ++l) w[32 * j + l] = av_x + std::fabs(x[32 * j + l]);
+    }
+}
+void q6k_error_weights(const float* x, const float* qw, float* w) {
+    for (int i = 0; i < QK_K; ++i) w[i] = qw ? qw[i] : x[i] * x[i];
+}
+
 // One block the quality way: llama.cpp's block, then the refined one if it decodes closer.
 template <class B>
 void quality_block(const kq::GridSpec& g, const float* x, const float* imp, B* y, ToFloatFn to_float,
-                   void (*ref)(const float*, B*), void (*impl)(const float*, B*, const float*)) {
+                   void (*ref)(const float*, B*), void (*impl)(const float*, B*, const float*),
+                   ErrorWeightsFn error_weights) {
     if (imp) impl(x, y, imp);
     else ref(x, y);
-    float deq[QK_K];
+    float deq[QK_K], w[QK_K];
+    error_weights(x, imp, w);
     to_float(y, deq, QK_K);
-    const double base = kq::block_error(x, deq, imp, QK_K);
+    const double base = kq::block_error(x, deq, w, QK_K);
     if (base == 0 || !std::isfinite(base)) return;
     kq::SuperBlock s;
     decode(*y, s);
-    kq::refine(g, x, imp, s, 3, 1);
+    kq::refine(g, x, w, s, 3, 1);
     B cand;
     encode(s, &cand);
     to_float(&cand, deq, QK_K);
-    if (kq::block_error(x, deq, imp, QK_K) < base) *y = cand;
+    if (kq::block_error(x, deq, w, QK_K) < base) *y = cand;
 }
 
 template <class B>
 void quality_rows(const kq::GridSpec& g, const float* src, void* dst, int64_t nrows, int64_t ncols, const float* imp,
-                  ToFloatFn to_float, void (*ref)(const float*, B*), void (*impl)(const float*, B*, const float*)) {
+                  ToFloatFn to_float, void (*ref)(const float*, B*), void (*impl)(const float*, B*, const float*),
+                  ErrorWeightsFn error_weights) {
     auto* y = static_cast<B*>(dst);
     const int64_t nb = ncols / QK_K;
     for (int64_t r = 0; r < nrows; ++r)
         for (int64_t b = 0; b < nb; ++b)
-            quality_block<B>(g, src + r * ncols + b * QK_K, imp ? imp + b * QK_K : nullptr, y + r * nb + b, to_float, ref, impl);
+            quality_block<B>(g, src + r * ncols + b * QK_K, imp ? imp + b * QK_K : nullptr, y + r * nb + b, to_float,
+                             ref, impl, error_weights);
 }
 
 template <class B, void (*Ref)(const float*, B*)>
@@ -783,19 +822,24 @@ void ref_rows(const float* x, void* dst, int64_t n) {
 }
 
 void q2k_quantize_rows(const float* s, void* d, int64_t nr, int64_t nc, const float* imp) {
-    quality_rows<BlockQ2_K>(kQ2K, s, d, nr, nc, imp, q2k_to_float, q2k_ref_block, q2k_impl_block);
+    quality_rows<BlockQ2_K>(kQ2K, s, d, nr, nc, imp, q2k_to_float, q2k_ref_block, q2k_impl_block,
+                              q2k_error_weights);
 }
 void q3k_quantize_rows(const float* s, void* d, int64_t nr, int64_t nc, const float* imp) {
-    quality_rows<BlockQ3_K>(kQ3K, s, d, nr, nc, imp, q3k_to_float, q3k_ref_block, q3k_impl_block);
+    quality_rows<BlockQ3_K>(kQ3K, s, d, nr, nc, imp, q3k_to_float, q3k_ref_block, q3k_impl_block,
+                              q3k_error_weights);
 }
 void q4k_quantize_rows(const float* s, void* d, int64_t nr, int64_t nc, const float* imp) {
-    quality_rows<BlockQ4_K>(kQ4K, s, d, nr, nc, imp, q4k_to_float, q4k_ref_block, q4k_impl_block);
+    quality_rows<BlockQ4_K>(kQ4K, s, d, nr, nc, imp, q4k_to_float, q4k_ref_block, q4k_impl_block,
+                              qk45_error_weights);
 }
 void q5k_quantize_rows(const float* s, void* d, int64_t nr, int64_t nc, const float* imp) {
-    quality_rows<BlockQ5_K>(kQ5K, s, d, nr, nc, imp, q5k_to_float, q5k_ref_block, q5k_impl_block);
+    quality_rows<BlockQ5_K>(kQ5K, s, d, nr, nc, imp, q5k_to_float, q5k_ref_block, q5k_impl_block,
+                              qk45_error_weights);
 }
 void q6k_quantize_rows(const float* s, void* d, int64_t nr, int64_t nc, const float* imp) {
-    quality_rows<BlockQ6_K>(kQ6K, s, d, nr, nc, imp, q6k_to_float, q6k_ref_block, q6k_impl_block);
+    quality_rows<BlockQ6_K>(kQ6K, s, d, nr, nc, imp, q6k_to_float, q6k_ref_block, q6k_impl_block,
+                              q6k_error_weights);
 }
 
 // ---- scalar dots against Q8_K: ggml's generic kernels, same integer and float order -------

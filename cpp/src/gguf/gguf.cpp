@@ -9,6 +9,8 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <map>
+#include <mutex>
 #include <set>
 
 namespace lowbit::gguf {
@@ -228,6 +230,30 @@ size_t tensor_nbytes(uint32_t id, const std::vector<int64_t>& ne) {
 
 // ---------------------------------------------------------------- File
 
+namespace {
+// Live file mappings, for release_mapped_pages: start address -> length.
+std::mutex& mappings_mu() {
+    static std::mutex mu;
+    return mu;
+}
+std::map<uintptr_t, size_t>& mappings() {
+    static auto* m = new std::map<uintptr_t, size_t>();
+    return *m;
+}
+}  // namespace
+
+void release_mapped_pages(const void* p, size_t n) {
+    static const uintptr_t page = uintptr_t(sysconf(_SC_PAGESIZE));
+    const uintptr_t lo = (uintptr_t(p) + page - 1) & ~(page - 1), hi = (uintptr_t(p) + n) & ~(page - 1);
+    if (hi <= lo) return;
+    std::lock_guard<std::mutex> lock(mappings_mu());
+    auto it = mappings().upper_bound(uintptr_t(p));
+    if (it == mappings().begin()) return;
+    --it;
+    if (uintptr_t(p) + n > it->first + it->second) return;   // not inside one mapping
+    madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED);
+}
+
 std::unique_ptr<File> File::open(const std::string& path) {
     const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) throw Error(path + ": cannot open: " + std::strerror(errno));
@@ -247,6 +273,8 @@ std::unique_ptr<File> File::open(const std::string& path) {
         }
         f->mapping_ = m;
         f->base_ = static_cast<const uint8_t*>(m);
+        std::lock_guard<std::mutex> lock(mappings_mu());
+        mappings()[uintptr_t(m)] = f->size_;
     }
     ::close(fd);
     f->parse_all();
@@ -263,7 +291,12 @@ std::unique_ptr<File> File::parse(const uint8_t* data, size_t size, const std::s
 }
 
 File::~File() {
-    if (mapping_) munmap(mapping_, size_);
+    if (!mapping_) return;
+    {
+        std::lock_guard<std::mutex> lock(mappings_mu());
+        mappings().erase(uintptr_t(mapping_));
+    }
+    munmap(mapping_, size_);
 }
 
 void File::parse_all() {

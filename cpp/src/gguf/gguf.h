@@ -103,6 +103,12 @@ class File {
     std::map<std::string, size_t> tensor_index_;
 };
 
+// Drops the whole pages of [p, p + n) from the process's resident set when they lie inside
+// the read-only file mapping of a live File; any other memory is left alone.  Reading them
+// again is still correct (the kernel refaults them from the page cache).  Called once
+// weights have been repacked into private copies, so a model is not resident twice.
+void release_mapped_pages(const void* p, size_t n);
+
 // Writes a GGUF v3 file.  Metadata keeps insertion order; tensor data is aligned
 // to general.alignment (default 32).  The file appears atomically (temp + rename).
 class Writer {

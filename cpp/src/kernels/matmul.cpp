@@ -2,9 +2,12 @@
 
 #include <algorithm>
 #include <atomic>
+#include <functional>
+#include <iterator>
 #include <cstdlib>
 
 #include "common.h"
+#include "gguf/gguf.h"
 #include "kernels/avx512/ops512.h"
 #include "kernels/avx512/packed.h"
 
@@ -60,6 +63,29 @@ const uint8_t* convert_act(const WeightView& w, const float* x, int64_t n_tokens
 
 }  // namespace
 
+namespace {
+
+// The process-wide registry of packed copies (see PackedWeights).
+struct PackedKey {
+    const uint8_t* data;
+    Type type;
+    int64_t rows, cols;
+    bool operator==(const PackedKey& o) const { return data == o.data && type == o.type && rows == o.rows && cols == o.cols; }
+};
+struct PackedKeyHash {
+    size_t operator()(const PackedKey& k) const { return std::hash<const void*>()(k.data) ^ size_t(k.rows * 31 + k.cols); }
+};
+std::mutex& shared_mu() {
+    static std::mutex mu;
+    return mu;
+}
+std::unordered_map<PackedKey, std::weak_ptr<PackedWeights::Entry>, PackedKeyHash>& shared_map() {
+    static auto* map = new std::unordered_map<PackedKey, std::weak_ptr<PackedWeights::Entry>, PackedKeyHash>();
+    return *map;
+}
+
+}  // namespace
+
 const PackedWeights::Entry* PackedWeights::get(const WeightView& w, ThreadPool& pool) {
     if (!packed_path(w.type)) return nullptr;
     {
@@ -67,14 +93,28 @@ const PackedWeights::Entry* PackedWeights::get(const WeightView& w, ThreadPool& 
         auto it = map_.find(w.data);
         if (it != map_.end()) return it->second.get();
     }
-    auto e = std::make_unique<Entry>();
-    e->row_bytes = packed512::weight_row_bytes(w.type, w.cols);
-    e->data.resize(e->row_bytes * size_t(w.rows));
-    uint8_t* dst = e->data.data();
-    const size_t rb = e->row_bytes;
-    pool.parallel_for(w.rows, 64, [&](int64_t r0, int64_t r1) {
-        packed512::pack_weights(w.type, w.cols, r1 - r0, w.row(r0), w.row_bytes, dst + size_t(r0) * rb);
-    });
+    const PackedKey key{w.data, w.type, w.rows, w.cols};
+    // one packer at a time: a second context asking for the same matrix waits and shares it
+    std::lock_guard<std::mutex> shared_lock(shared_mu());
+    std::shared_ptr<Entry> e = shared_map()[key].lock();
+    if (!e) {
+        e = std::make_shared<Entry>();
+        e->row_bytes = packed512::weight_row_bytes(w.type, w.cols);
+        e->data.resize(e->row_bytes * size_t(w.rows));
+        uint8_t* dst = e->data.data();
+        const size_t rb = e->row_bytes;
+        // the packed copy serves every product from now on, so the mapped original need
+        // not stay resident: each chunk's pages go as soon as they are packed (a model is
+        // never resident twice, not even while it is being packed)
+        pool.parallel_for(w.rows, 64, [&](int64_t r0, int64_t r1) {
+            packed512::pack_weights(w.type, w.cols, r1 - r0, w.row(r0), w.row_bytes, dst + size_t(r0) * rb);
+            gguf::release_mapped_pages(w.row(r0), w.row_bytes * size_t(r1 - r0));
+        });
+        shared_map()[key] = e;
+        // drop registry slots whose copies are gone
+        for (auto it = shared_map().begin(); it != shared_map().end();)
+            it = it->second.expired() ? shared_map().erase(it) : std::next(it);
+    }
     std::lock_guard<std::mutex> lock(mu_);
     auto& slot = map_[w.data];
     if (!slot) slot = std::move(e);
@@ -240,17 +280,22 @@ void matmul_many(const MatmulJob* jobs, int count, const float* x, int64_t n_tok
         acts[n_acts++] = a;
     }
 
-    // the rows of every matrix in chunks, handed out one at a time
-    const int64_t rows_per_chunk = n_tokens == 1 ? kRowGrain : 32;
-    int64_t first_chunk[9] = {};
-    for (int j = 0; j < count; ++j)
-        first_chunk[j + 1] = first_chunk[j] + (jobs[j].w->rows + rows_per_chunk - 1) / rows_per_chunk;
+    // the rows of every matrix in chunks, handed out one at a time.  Prompts: 32 rows
+    // against every token.  Decoding streams the weights: about four chunks per thread
+    // and matrix, at least 16 and at most 128 rows, so that a thread reads long runs and
+    // the shared counter is not touched every few microseconds.
+    int64_t rows_per_chunk[8], first_chunk[9] = {};
+    for (int j = 0; j < count; ++j) {
+        const int64_t rows = jobs[j].w->rows;
+        rows_per_chunk[j] = n_tokens == 1 ? std::min<int64_t>(128, std::max(kRowGrain, (rows / (4 * pool.size()) + 3) / 4 * 4)) : 32;
+        first_chunk[j + 1] = first_chunk[j] + (rows + rows_per_chunk[j] - 1) / rows_per_chunk[j];
+    }
     const int64_t n_chunks = first_chunk[count];
     auto run_chunk = [&](int64_t c) {
         int j = 0;
         while (c >= first_chunk[j + 1]) ++j;
         const WeightView& w = *jobs[j].w;
-        const int64_t r0 = (c - first_chunk[j]) * rows_per_chunk, r1 = std::min(w.rows, r0 + rows_per_chunk);
+        const int64_t r0 = (c - first_chunk[j]) * rows_per_chunk[j], r1 = std::min(w.rows, r0 + rows_per_chunk[j]);
         const Act& a = acts[act_of[j]];
         for (int64_t t0 = 0; t0 < n_tokens; t0 += kPackedTokenBlock) {
             const int64_t nt = std::min(kPackedTokenBlock, n_tokens - t0);

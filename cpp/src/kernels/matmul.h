@@ -22,9 +22,11 @@ struct WeightView {
     const uint8_t* row(int64_t r) const { return data + size_t(r) * row_bytes; }
 };
 
-// Weights repacked for the packed kernels (kernels/avx512/packed.h), made on first use
-// and keyed by the weight's data pointer: valid as long as the weights it was filled from
-// (the owner must not outlive the model).
+// Weights repacked for the packed kernels (kernels/avx512/packed.h), made on first use.
+// Copies are shared process-wide between the PackedWeights of every context of the same
+// model (keyed by the weight's data pointer, type and shape) and freed with the last of
+// them.  Safe because a model outlives its contexts: while any context holds an entry, the
+// weights it was made from stay mapped at that address.
 class PackedWeights {
   public:
     struct Entry {
@@ -38,7 +40,7 @@ class PackedWeights {
 
   private:
     mutable std::mutex mu_;
-    std::unordered_map<const uint8_t*, std::unique_ptr<Entry>> map_;
+    std::unordered_map<const uint8_t*, std::shared_ptr<Entry>> map_;   // this owner's references
 };
 
 // Reusable buffers for activations converted to the weight's dot type, and the packed

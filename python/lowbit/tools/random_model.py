@@ -28,8 +28,13 @@ SHAPES = {
 }
 
 
+# llama.cpp refuses a BPE vocabulary without merges: one merge of two spaces, whose result
+# follows the byte tokens.
+MERGES = ["\u0120 \u0120"]
+
+
 def byte_vocab(n_vocab: int) -> list[str]:
-    """GPT-2 byte characters first (so any text tokenizes), then filler tokens."""
+    """GPT-2 byte characters first (so any text tokenizes), the merged token, then fillers."""
     bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
     cs = bs[:]
     n = 0
@@ -38,7 +43,7 @@ def byte_vocab(n_vocab: int) -> list[str]:
             bs.append(b)
             cs.append(256 + n)
             n += 1
-    tokens = [chr(c) for c in cs]
+    tokens = [chr(c) for c in cs] + [m.replace(" ", "") for m in MERGES]
     tokens += [f"<|tok{i}|>" for i in range(n_vocab - len(tokens))]
     return tokens[:n_vocab]
 
@@ -84,7 +89,7 @@ def make(path: str, shape: str, type_name: str, seed: int = 0, distinct_rows: in
     w.add_tokenizer_model("gpt2")
     w.add_tokenizer_pre("default")
     w.add_token_list(byte_vocab(s["vocab"]))
-    w.add_token_merges([])
+    w.add_token_merges(MERGES)
     w.add_bos_token_id(s["vocab"] - 2)
     w.add_eos_token_id(s["vocab"] - 1)
     plan = tensor_plan(s)

@@ -362,14 +362,9 @@ void legacy_gemm(int64_t n, int64_t nrows, int64_t ntok, const uint8_t* w, size_
         return;
     }
     // rows outermost in tiles of R so a tile of weights stays in L1 across all tokens
-#ifndef LB_LR
-#define LB_LR 4
-#define LB_LT 4
-#define LB_LR1 2
-#define LB_LT1 4
-#endif
-    constexpr int T = F::kMin ? LB_LT1 : LB_LT;
-    constexpr int R = F::kMin ? LB_LR1 : LB_LR;
+    // (Q4_1 carries a second accumulator per output: half the rows fit the registers)
+    constexpr int T = 4;
+    constexpr int R = F::kMin ? 2 : 4;
     int64_t r = 0, t = 0;
     for (; r + R <= nrows; r += R) {
         for (t = 0; t + T <= ntok; t += T) legacy_tile<F, R, T>(sp, w + r * ws, ws, a + t * as, as, c + t * ldc + r, ldc);
@@ -419,6 +414,61 @@ inline void f16_tile(int64_t n, const uint16_t* w, int64_t ws, const float* a, i
                 _mm512_add_ps(_mm512_add_ps(acc[r][t][0], acc[r][t][1]), _mm512_add_ps(acc[r][t][2], acc[r][t][3])));
 }
 
+// For prompts: the four quarter-accumulators of each output are built one after the other
+// (quarter k takes elements 64c + 16k .. + 15 of every chunk c, in order, as above), so that
+// only R x T accumulators are live: 4 x 6 of them, fed by 4 converted weight vectors.
+template <int R, int T>
+inline void f16_tile_q(int64_t n, const uint16_t* w, int64_t ws, const float* a, int64_t as, float* c, int64_t ldc) {
+    __m512 part[4][R][T];
+    const int64_t full = n / 64 * 64;
+    for (int k = 0; k < 4; ++k) {
+        __m512 acc[R][T];
+        for (int r = 0; r < R; ++r)
+            for (int t = 0; t < T; ++t) acc[r][t] = _mm512_setzero_ps();
+        for (int64_t i = 16 * k; i < full; i += 64) {
+            __m512 x[R];
+            for (int r = 0; r < R; ++r)
+                x[r] = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + r * ws + i)));
+            for (int t = 0; t < T; ++t) {
+                const __m512 y = _mm512_loadu_ps(a + t * as + i);
+                for (int r = 0; r < R; ++r) acc[r][t] = _mm512_fmadd_ps(x[r], y, acc[r][t]);
+            }
+        }
+        if (k == 0) {
+            for (int64_t i = full; i < n; i += 16) {
+                const __mmask16 m = n - i >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (n - i)) - 1);
+                __m512 x[R];
+                for (int r = 0; r < R; ++r) x[r] = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, w + r * ws + i));
+                for (int t = 0; t < T; ++t) {
+                    const __m512 y = _mm512_maskz_loadu_ps(m, a + t * as + i);
+                    for (int r = 0; r < R; ++r) acc[r][t] = _mm512_fmadd_ps(x[r], y, acc[r][t]);
+                }
+            }
+        }
+        for (int r = 0; r < R; ++r)
+            for (int t = 0; t < T; ++t) part[k][r][t] = acc[r][t];
+    }
+    for (int r = 0; r < R; ++r)
+        for (int t = 0; t < T; ++t)
+            c[t * ldc + r] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(part[0][r][t], part[1][r][t]),
+                                                                _mm512_add_ps(part[2][r][t], part[3][r][t])));
+}
+
+template <int R>
+inline void f16_rows_q(int64_t n, int64_t ntok, const uint16_t* w, int64_t ws, const float* a, int64_t as, float* c,
+                       int64_t ldc) {
+    int64_t t = 0;
+    for (; t + 6 <= ntok; t += 6) f16_tile_q<R, 6>(n, w, ws, a + t * as, as, c + t * ldc, ldc);
+    switch (ntok - t) {
+        case 5: f16_tile_q<R, 5>(n, w, ws, a + t * as, as, c + t * ldc, ldc); break;
+        case 4: f16_tile_q<R, 4>(n, w, ws, a + t * as, as, c + t * ldc, ldc); break;
+        case 3: f16_tile_q<R, 3>(n, w, ws, a + t * as, as, c + t * ldc, ldc); break;
+        case 2: f16_tile_q<R, 2>(n, w, ws, a + t * as, as, c + t * ldc, ldc); break;
+        case 1: f16_tile<R, 1>(n, w, ws, a + t * as, as, c + t * ldc, ldc); break;
+        default: break;
+    }
+}
+
 inline void f16_gemm(int64_t n, int64_t nrows, int64_t ntok, const uint16_t* w, int64_t ws, const float* a, int64_t as,
                      float* c, int64_t ldc) {
     if (ntok == 1) {
@@ -427,16 +477,9 @@ inline void f16_gemm(int64_t n, int64_t nrows, int64_t ntok, const uint16_t* w, 
         for (; r < nrows; ++r) f16_tile<1, 1>(n, w + r * ws, ws, a, as, c + r, ldc);
         return;
     }
-    constexpr int R = 2, T = 3;
-    int64_t r = 0, t = 0;
-    for (; r + R <= nrows; r += R) {
-        for (t = 0; t + T <= ntok; t += T) f16_tile<R, T>(n, w + r * ws, ws, a + t * as, as, c + t * ldc + r, ldc);
-        for (; t < ntok; ++t) f16_tile<R, 1>(n, w + r * ws, ws, a + t * as, as, c + t * ldc + r, ldc);
-    }
-    for (; r < nrows; ++r) {
-        for (t = 0; t + T <= ntok; t += T) f16_tile<1, T>(n, w + r * ws, ws, a + t * as, as, c + t * ldc + r, ldc);
-        for (; t < ntok; ++t) f16_tile<1, 1>(n, w + r * ws, ws, a + t * as, as, c + t * ldc + r, ldc);
-    }
+    int64_t r = 0;
+    for (; r + 4 <= nrows; r += 4) f16_rows_q<4>(n, ntok, w + r * ws, ws, a, as, c + r, ldc);
+    for (; r < nrows; ++r) f16_rows_q<1>(n, ntok, w + r * ws, ws, a, as, c + r, ldc);
 }
 
 // ---- K-quants: Q4_K, Q6_K against Q8_K ----------------------------------------------------
@@ -445,13 +488,13 @@ inline void f16_gemm(int64_t n, int64_t nrows, int64_t ntok, const uint16_t* w, 
 // Packed here so that four vpdpbusd leave group g's total in lane g directly: code
 // register k, byte 4g + b = element 16g + 4k + b.  Per row, per super-block:
 //   Q4_K  codes: 2 x 64 bytes, L0 (low nibble: k = 0, high: k = 1), L1 (k = 2, 3);
-//         16 bytes: the 8 scales then the 8 mins (6-bit, unpacked); d, dmin (fp16)
+//         the 12 bytes of packed 6-bit scales and mins as stored; d, dmin (fp16)
 //   Q6_K  low nibbles as Q4_K (128 bytes); 64 bytes H, byte 4g + b bits 2k..2k+1 = the
 //         high two bits for register k; 16 signed scales; d (fp16)
 // Tokens, per super-block: 4 x 64 code bytes in the same order; 16 int32 bsums (Q4_K's
 // mins) or -32 * bsums (Q6_K's offset, the accumulator's start); d (float) in 64 bytes.
 struct KQ4 {
-    static constexpr int kBytes = 128 + 16 + 4;
+    static constexpr int kBytes = 128 + 12 + 4;   // as large as the original block
 };
 struct KQ6 {
     static constexpr int kBytes = 128 + 64 + 16 + 2;
@@ -479,11 +522,9 @@ void pack_kq_row(int64_t n, const uint8_t* src, uint8_t* dst) {
                     code[64 * k + l] = x.qs[32 * k + l] & 0xF;
                     code[64 * k + 32 + l] = x.qs[32 * k + l] >> 4;
                 }
-            alignas(16) uint8_t sm[16];
-            _mm_store_si128(reinterpret_cast<__m128i*>(sm), k4_scales_mins(x.scales));
-            std::memcpy(o + 128, sm, 16);
-            std::memcpy(o + 144, &x.d, 2);
-            std::memcpy(o + 146, &x.dmin, 2);
+            std::memcpy(o + 128, x.scales, 12);
+            std::memcpy(o + 140, &x.d, 2);
+            std::memcpy(o + 142, &x.dmin, 2);
         } else {
             const BlockQ6_K& x = reinterpret_cast<const BlockQ6_K*>(src)[i];
             // ggml's layout: for 128-element halves h, l < 32: elements 128h + l + 32j from
@@ -568,10 +609,10 @@ inline void kq_tile(int64_t nsb, const uint8_t* w, size_t ws, const uint8_t* a, 
             if constexpr (kQ4) {
                 // |group total x scale| < 2^24 and |bsum x min| < 2^24: the float products
                 // are exact, equal to the reference's int32 products converted
-                const __m128i sm = _mm_loadu_si128(reinterpret_cast<const __m128i*>(o + 128));
+                const __m128i sm = k4_scales_mins(o + 128);   // bytes 0..7 scales, 8..15 mins
                 const __m512 sc = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_unpacklo_epi8(sm, sm)));
                 const __m512 mn = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_unpackhi_epi8(sm, sm)));
-                const float dx = h2f(load_u16(o + 144)), dmx = h2f(load_u16(o + 146));
+                const float dx = h2f(load_u16(o + 140)), dmx = h2f(load_u16(o + 142));
                 for (int t = 0; t < T; ++t) {
                     const uint8_t* at = a + t * as + i * kActSbBytes;
                     float yd;
