@@ -7,6 +7,11 @@ times after one warm-up each.  Prints a table of median t/s and the ratio.
 
     PYTHONPATH=python:<build>/py python bench/compare_llamacpp.py -t 2 -r 5 [-m a.gguf b.gguf]
 
+Where llama-cpp-python is not installed (the device machine), `--llama-bench PATH` runs
+llama.cpp's own llama-bench binary instead (tools/build_llama_bench.sh builds it), one
+repetition per call, still alternating with lowbit; `-ngl N` puts N layers on the GPU on
+both sides.
+
 Both sides pay one Python call per generated token (lowbit's Context.eval, llama-cpp-
 python's Llama.eval, which only decodes: no sampling, no logits copy), so tg compares
 like with like; llama-bench itself would be a few percent faster on tg.
@@ -25,11 +30,11 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 
-def _lowbit_runner(path, n_ctx, threads, n_batch):
+def _lowbit_runner(path, n_ctx, threads, n_batch, n_gpu_layers=0):
     from lowbit import _core
 
     model = _core.Model(path)
-    ctx = _core.Context(model, n_ctx=n_ctx, n_threads=threads, n_batch=n_batch)
+    ctx = _core.Context(model, n_ctx=n_ctx, n_threads=threads, n_batch=n_batch, n_gpu_layers=n_gpu_layers)
 
     def pp(tokens):
         ctx.rewind(0)
@@ -47,11 +52,27 @@ def _lowbit_runner(path, n_ctx, threads, n_batch):
     return model.n_vocab, pp, tg
 
 
-def _llamacpp_runner(path, n_ctx, threads, n_batch):
+def _llama_bench_runner(binary, path, threads, n_gpu_layers):
+    """llama.cpp's llama-bench, one repetition per call; returns seconds for n tokens
+    computed from its reported t/s (model loading is not timed, as in llama-bench)."""
+    import json
+    import subprocess
+
+    def run(n_prompt, n_gen, n):
+        out = subprocess.run([binary, "-m", path, "-p", str(n_prompt), "-n", str(n_gen), "-t", str(threads),
+                              "-ngl", str(n_gpu_layers), "-r", "1", "-o", "json"],
+                             capture_output=True, text=True, check=True)
+        return n / json.loads(out.stdout)[0]["avg_ts"]
+
+    return None, (lambda tokens: run(len(tokens), 0, len(tokens))), (lambda tokens: run(0, len(tokens), len(tokens)))
+
+
+def _llamacpp_runner(path, n_ctx, threads, n_batch, n_gpu_layers=0):
     import llama_cpp
 
     llm = llama_cpp.Llama(path, n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_batch, n_threads=threads,
-                          n_threads_batch=threads, logits_all=False, verbose=False, seed=0)
+                          n_threads_batch=threads, logits_all=False, verbose=False, seed=0,
+                          n_gpu_layers=n_gpu_layers)
 
     def pp(tokens):
         llm.reset()
@@ -70,8 +91,15 @@ def _llamacpp_runner(path, n_ctx, threads, n_batch):
 
 
 def _type_name(path):
+    """The file's mix (general.file_type, e.g. Q4_K_M), else its most common matrix type."""
     from lowbit import _core
+    from lowbit import quantize as Q
 
+    for key, _, _, value in _core.read_gguf(path, with_data=False)["metadata"]:
+        if key == b"general.file_type":
+            names = [name for name, (ftype, _) in Q.FTYPES.items() if ftype == value]
+            if names:
+                return names[0]
     types = {}
     for _, tname, shape, nbytes in _core.Model(path, vocab_only=False).tensors():
         if len(shape) == 2:
@@ -79,12 +107,13 @@ def _type_name(path):
     return max(types, key=types.get) if types else "?"
 
 
-def compare(path, threads, n_prompt, n_gen, reps, label=None):
+def compare(path, threads, n_prompt, n_gen, reps, label=None, llama_bench=None, n_gpu_layers=0):
     n_ctx = max(256, -(-max(n_prompt, n_gen) // 256) * 256)
     n_batch = max(n_prompt, 1)
     sides = {
-        "lowbit": _lowbit_runner(path, n_ctx, threads, n_batch),
-        "llama.cpp": _llamacpp_runner(path, n_ctx, threads, n_batch),
+        "lowbit": _lowbit_runner(path, n_ctx, threads, n_batch, n_gpu_layers),
+        "llama.cpp": (_llama_bench_runner(llama_bench, path, threads, n_gpu_layers) if llama_bench
+                      else _llamacpp_runner(path, n_ctx, threads, n_batch, n_gpu_layers)),
     }
     n_vocab = sides["lowbit"][0]
     rng = np.random.default_rng(0)
@@ -112,6 +141,8 @@ def main(argv=None):
     ap.add_argument("-p", "--n-prompt", type=int, default=512)
     ap.add_argument("-n", "--n-gen", type=int, default=128)
     ap.add_argument("-r", "--reps", type=int, default=5)
+    ap.add_argument("-ngl", "--gpu-layers", type=int, default=0, help="layers on the GPU, both runtimes")
+    ap.add_argument("--llama-bench", default=None, help="llama.cpp's llama-bench binary instead of llama-cpp-python")
     args = ap.parse_args(argv)
     paths = args.model
     if not paths:
@@ -128,7 +159,8 @@ def main(argv=None):
     print("|" + "|".join("---" for _ in header) + "|", flush=True)
     for p in paths:
         fmt = _type_name(p)
-        for name, test, lb, ll, ratio in compare(p, args.threads, args.n_prompt, args.n_gen, args.reps):
+        for name, test, lb, ll, ratio in compare(p, args.threads, args.n_prompt, args.n_gen, args.reps,
+                                                 llama_bench=args.llama_bench, n_gpu_layers=args.gpu_layers):
             print(f"| {name} | {fmt} | {test} | {lb:.1f} | {ll:.1f} | {ratio:.2f} |", flush=True)
     try:
         print(f"load average at end {os.getloadavg()[0]:.2f}")

@@ -783,63 +783,41 @@ void q6k_error_weights(const float* x, const float* qw, float* w) {
 }
 
 // One block the quality way: llama.cpp's block, then the refined one if it decodes closer.
-template <class B>
-void quality_block(const kq::GridSpec& g, const float* x, const float* imp, B* y, ToFloatFn to_float,
-                   void (*ref)(const float*, B*), void (*impl)(const float*, B*, const float*),
-                   ErrorWeightsFn error_weights) {
-    if (imp) impl(x, y, imp);
-    else ref(x, y);
+template <class B, const kq::GridSpec& G, ToFloatFn ToFloat, void (*Ref)(const float*, B*),
+          void (*Impl)(const float*, B*, const float*), ErrorWeightsFn Weights>
+void quality_block(const float* x, const float* imp, B* y) {
+    if (imp) Impl(x, y, imp);
+    else Ref(x, y);
     float deq[QK_K], w[QK_K];
-    error_weights(x, imp, w);
-    to_float(y, deq, QK_K);
+    Weights(x, imp, w);
+    ToFloat(y, deq, QK_K);
     const double base = kq::block_error(x, deq, w, QK_K);
     if (base == 0 || !std::isfinite(base)) return;
     kq::SuperBlock s;
     decode(*y, s);
-    kq::refine(g, x, w, s, 3, 1);
+    kq::refine(G, x, w, s, 3, 1);
     B cand;
     encode(s, &cand);
-    to_float(&cand, deq, QK_K);
+    ToFloat(&cand, deq, QK_K);
     if (kq::block_error(x, deq, w, QK_K) < base) *y = cand;
 }
 
-template <class B>
-void quality_rows(const kq::GridSpec& g, const float* src, void* dst, int64_t nrows, int64_t ncols, const float* imp,
-                  ToFloatFn to_float, void (*ref)(const float*, B*), void (*impl)(const float*, B*, const float*),
-                  ErrorWeightsFn error_weights) {
+// The registry's quantize_rows of a K-quant: every block the quality way.
+template <class B, const kq::GridSpec& G, ToFloatFn ToFloat, void (*Ref)(const float*, B*),
+          void (*Impl)(const float*, B*, const float*), ErrorWeightsFn Weights>
+void quality_rows(const float* src, void* dst, int64_t nrows, int64_t ncols, const float* imp) {
     auto* y = static_cast<B*>(dst);
     const int64_t nb = ncols / QK_K;
     for (int64_t r = 0; r < nrows; ++r)
         for (int64_t b = 0; b < nb; ++b)
-            quality_block<B>(g, src + r * ncols + b * QK_K, imp ? imp + b * QK_K : nullptr, y + r * nb + b, to_float,
-                             ref, impl, error_weights);
+            quality_block<B, G, ToFloat, Ref, Impl, Weights>(src + r * ncols + b * QK_K,
+                                                             imp ? imp + b * QK_K : nullptr, y + r * nb + b);
 }
 
 template <class B, void (*Ref)(const float*, B*)>
 void ref_rows(const float* x, void* dst, int64_t n) {
     auto* y = static_cast<B*>(dst);
     for (int64_t i = 0; i < n / QK_K; ++i) Ref(x + i * QK_K, y + i);
-}
-
-void q2k_quantize_rows(const float* s, void* d, int64_t nr, int64_t nc, const float* imp) {
-    quality_rows<BlockQ2_K>(kQ2K, s, d, nr, nc, imp, q2k_to_float, q2k_ref_block, q2k_impl_block,
-                              q2k_error_weights);
-}
-void q3k_quantize_rows(const float* s, void* d, int64_t nr, int64_t nc, const float* imp) {
-    quality_rows<BlockQ3_K>(kQ3K, s, d, nr, nc, imp, q3k_to_float, q3k_ref_block, q3k_impl_block,
-                              q3k_error_weights);
-}
-void q4k_quantize_rows(const float* s, void* d, int64_t nr, int64_t nc, const float* imp) {
-    quality_rows<BlockQ4_K>(kQ4K, s, d, nr, nc, imp, q4k_to_float, q4k_ref_block, q4k_impl_block,
-                              qk45_error_weights);
-}
-void q5k_quantize_rows(const float* s, void* d, int64_t nr, int64_t nc, const float* imp) {
-    quality_rows<BlockQ5_K>(kQ5K, s, d, nr, nc, imp, q5k_to_float, q5k_ref_block, q5k_impl_block,
-                              qk45_error_weights);
-}
-void q6k_quantize_rows(const float* s, void* d, int64_t nr, int64_t nc, const float* imp) {
-    quality_rows<BlockQ6_K>(kQ6K, s, d, nr, nc, imp, q6k_to_float, q6k_ref_block, q6k_impl_block,
-                              q6k_error_weights);
 }
 
 // ---- scalar dots against Q8_K: ggml's generic kernels, same integer and float order -------
@@ -953,15 +931,15 @@ void set(TypeTraits& tr, const char* name, size_t ts, ToFloatFn to, FromFloatFn 
 
 void register_kquant_formats(TypeTable& t) {
     set(t[uint32_t(Type::Q2_K)], "Q2_K", sizeof(BlockQ2_K), q2k_to_float, ref_rows<BlockQ2_K, q2k_ref_block>,
-        q2k_quantize_rows, vec_dot_q2k_q8k);
+        quality_rows<BlockQ2_K, kQ2K, q2k_to_float, q2k_ref_block, q2k_impl_block, q2k_error_weights>, vec_dot_q2k_q8k);
     set(t[uint32_t(Type::Q3_K)], "Q3_K", sizeof(BlockQ3_K), q3k_to_float, ref_rows<BlockQ3_K, q3k_ref_block>,
-        q3k_quantize_rows, vec_dot_q3k_q8k);
+        quality_rows<BlockQ3_K, kQ3K, q3k_to_float, q3k_ref_block, q3k_impl_block, q3k_error_weights>, vec_dot_q3k_q8k);
     set(t[uint32_t(Type::Q4_K)], "Q4_K", sizeof(BlockQ4_K), q4k_to_float, ref_rows<BlockQ4_K, q4k_ref_block>,
-        q4k_quantize_rows, vec_dot_q4k_q8k);
+        quality_rows<BlockQ4_K, kQ4K, q4k_to_float, q4k_ref_block, q4k_impl_block, qk45_error_weights>, vec_dot_q4k_q8k);
     set(t[uint32_t(Type::Q5_K)], "Q5_K", sizeof(BlockQ5_K), q5k_to_float, ref_rows<BlockQ5_K, q5k_ref_block>,
-        q5k_quantize_rows, vec_dot_q5k_q8k);
+        quality_rows<BlockQ5_K, kQ5K, q5k_to_float, q5k_ref_block, q5k_impl_block, qk45_error_weights>, vec_dot_q5k_q8k);
     set(t[uint32_t(Type::Q6_K)], "Q6_K", sizeof(BlockQ6_K), q6k_to_float, ref_rows<BlockQ6_K, q6k_ref_block>,
-        q6k_quantize_rows, vec_dot_q6k_q8k);
+        quality_rows<BlockQ6_K, kQ6K, q6k_to_float, q6k_ref_block, q6k_impl_block, q6k_error_weights>, vec_dot_q6k_q8k);
     set(t[uint32_t(Type::Q8_K)], "Q8_K", sizeof(BlockQ8_K), q8k_to_float, q8k_from_float, nullptr, nullptr);
 }
 

@@ -168,12 +168,9 @@ void matmul_rows(const WeightView& w, int64_t row_begin, int64_t row_end, const 
         const uint16_t* wbase = reinterpret_cast<const uint16_t*>(w.row(row_begin));
         const int64_t ws = int64_t(w.row_bytes / 2);
         const int64_t grain = n_tokens == 1 ? kRowGrain : 32;
+        // all tokens at once: the kernel converts each group of rows to float once for all
         pool.parallel_for(n_rows, grain, [&](int64_t r0, int64_t r1) {
-            for (int64_t t0 = 0; t0 < n_tokens; t0 += kPackedTokenBlock) {
-                const int64_t nt = std::min(kPackedTokenBlock, n_tokens - t0);
-                packed512::gemm_f16(w.cols, r1 - r0, nt, wbase + r0 * ws, ws, af + t0 * w.cols, w.cols,
-                                    y + t0 * ld_y + r0, ld_y);
-            }
+            packed512::gemm_f16(w.cols, r1 - r0, n_tokens, wbase + r0 * ws, ws, af, w.cols, y + r0, ld_y);
         });
         return;
     }
@@ -297,8 +294,10 @@ void matmul_many(const MatmulJob* jobs, int count, const float* x, int64_t n_tok
         const WeightView& w = *jobs[j].w;
         const int64_t r0 = (c - first_chunk[j]) * rows_per_chunk[j], r1 = std::min(w.rows, r0 + rows_per_chunk[j]);
         const Act& a = acts[act_of[j]];
-        for (int64_t t0 = 0; t0 < n_tokens; t0 += kPackedTokenBlock) {
-            const int64_t nt = std::min(kPackedTokenBlock, n_tokens - t0);
+        // (F16: all tokens in one call, which converts each group of rows to float once)
+        const int64_t token_block = w.type == Type::F16 ? n_tokens : kPackedTokenBlock;
+        for (int64_t t0 = 0; t0 < n_tokens; t0 += token_block) {
+            const int64_t nt = std::min(token_block, n_tokens - t0);
             float* y = jobs[j].y + t0 * jobs[j].ld_y + r0;
             if (w.type == Type::F16) {
                 const int64_t ws = int64_t(w.row_bytes / 2);

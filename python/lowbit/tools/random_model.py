@@ -16,6 +16,7 @@ import gguf
 import numpy as np
 
 from .. import _core
+from .. import quantize as Q
 
 # dim, layers, heads, kv heads, ffn, vocab, rope base, context
 SHAPES = {
@@ -64,6 +65,22 @@ def tensor_plan(s: dict) -> list[tuple[str, tuple[int, ...], bool]]:
     return plan
 
 
+def matrix_types(s: dict, type_name: str) -> dict:
+    """The type of every matrix: type_name itself (Q8_0, Q4_K, ...), or, for the name of one
+    of llama.cpp's mixes (Q4_K_M, Q5_K_S, ...), the types llama.cpp's quantizer picks."""
+    matrices = [(name, shp) for name, shp, is_matrix in tensor_plan(s) if is_matrix]
+    if type_name in _core.type_names():
+        if not _core.type_info(type_name)["can_quantize"]:
+            raise ValueError(f"lowbit cannot quantize to {type_name}")
+        return {name: type_name for name, _ in matrices}
+    descs = [Q.TensorDesc(name, "F32", tuple(reversed(shp))) for name, shp in matrices]
+    hp = Q.HParams(arch="llama", n_layer=s["layers"], n_head=s["heads"], n_head_kv=s["kv_heads"])
+    try:
+        return {p.desc.name: p.target for p in Q.plan_types(descs, hp, type_name)}
+    except Q.QuantizeError as e:
+        raise ValueError(str(e)) from None
+
+
 def make(path: str, shape: str, type_name: str, seed: int = 0, distinct_rows: int | None = None) -> None:
     """Writes the model.  distinct_rows limits how many different random rows each matrix
     gets (the rest repeat them): for speed benchmarks of large shapes, where values don't
@@ -71,9 +88,7 @@ def make(path: str, shape: str, type_name: str, seed: int = 0, distinct_rows: in
     if shape not in SHAPES:
         raise ValueError(f"unknown shape {shape!r}; known: {', '.join(SHAPES)}")
     s = SHAPES[shape]
-    info = _core.type_info(type_name)
-    if not info["can_quantize"]:
-        raise ValueError(f"lowbit cannot quantize to {type_name}")
+    types = matrix_types(s, type_name)
     rng = np.random.default_rng(seed)
     w = gguf.GGUFWriter(path, "llama")
     w.add_name(f"random {shape} {type_name}")
@@ -92,12 +107,15 @@ def make(path: str, shape: str, type_name: str, seed: int = 0, distinct_rows: in
     w.add_token_merges(MERGES)
     w.add_bos_token_id(s["vocab"] - 2)
     w.add_eos_token_id(s["vocab"] - 1)
+    if type_name not in _core.type_names():
+        w.add_file_type(Q.resolve_ftype(type_name)[1])
     plan = tensor_plan(s)
-    qtype = gguf.GGMLQuantizationType(info["id"])
     for name, shp, is_matrix in plan:
         if is_matrix:
+            info = _core.type_info(types[name])
             nbytes = shp[0] * (shp[1] // info["block_size"]) * info["type_size"]
-            w.add_tensor_info(name, (shp[0], nbytes // shp[0]), np.dtype(np.uint8), nbytes, raw_dtype=qtype)
+            w.add_tensor_info(name, (shp[0], nbytes // shp[0]), np.dtype(np.uint8), nbytes,
+                              raw_dtype=gguf.GGMLQuantizationType(info["id"]))
         else:
             w.add_tensor_info(name, shp, np.dtype(np.float32), shp[0] * 4)
     w.write_header_to_file()
@@ -113,7 +131,7 @@ def make(path: str, shape: str, type_name: str, seed: int = 0, distinct_rows: in
         for r0 in range(0, n_rows, rows_per_chunk):
             r1 = min(n_rows, r0 + rows_per_chunk)
             x = rng.standard_normal((r1 - r0, shp[1]), dtype=np.float32) * (1.0 / np.sqrt(shp[1]))
-            chunks.append(_core.quantize(type_name, x))
+            chunks.append(_core.quantize(types[name], x))
         data = np.concatenate(chunks).reshape(n_rows, -1)
         if n_rows < shp[0]:
             data = np.tile(data, (-(-shp[0] // n_rows), 1))[: shp[0]]
@@ -125,12 +143,16 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m lowbit.tools.random_model", description=__doc__.split("\n\n")[0])
     p.add_argument("out")
     p.add_argument("--shape", default="llama3.2-1b", choices=sorted(SHAPES))
-    p.add_argument("--type", default="Q8_0", help="tensor type (F16, Q8_0, Q4_0, Q4_K, ...)")
+    p.add_argument("--type", default="Q8_0",
+                   help="tensor type (F16, Q8_0, Q4_0, Q4_K, ...) or llama.cpp mix (Q4_K_M, Q5_K_S, ...)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--distinct-rows", type=int, default=None,
                    help="random rows per matrix, repeated to fill it (fast files for speed tests)")
     a = p.parse_args(argv)
-    make(a.out, a.shape, a.type, a.seed, a.distinct_rows)
+    try:
+        make(a.out, a.shape, a.type, a.seed, a.distinct_rows)
+    except ValueError as e:
+        p.error(str(e))
     return 0
 
 

@@ -67,13 +67,19 @@ void vec_dot_f32(int64_t n, float* out, const void* w, const void* a) {
     });
 }
 
+// F16: one accumulator of sixteen lanes fed in order (not dot_float512's four), so that the
+// prompt GEMM (packed512.h), whose register tiles hold one accumulator per output, gives
+// bit-identical results.
 void vec_dot_f16(int64_t n, float* out, const void* w, const void* a) {
     const uint16_t* x = static_cast<const uint16_t*>(w);
     const uint16_t* y = static_cast<const uint16_t*>(a);
-    *out = dot_float512(n, [&](int64_t i, __mmask16 m, __m512& vx, __m512& vy) {
-        vx = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, x + i));
-        vy = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, y + i));
-    });
+    __m512 acc = _mm512_setzero_ps();
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 m = n - i >= 16 ? __mmask16(0xFFFF) : tail_mask16(n - i);
+        acc = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, x + i)),
+                              _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, y + i)), acc);
+    }
+    *out = _mm512_reduce_add_ps(acc);
 }
 
 void vec_dot_bf16(int64_t n, float* out, const void* w, const void* a) {
