@@ -93,13 +93,11 @@ def _llamacpp_runner(path, n_ctx, threads, n_batch, n_gpu_layers=0):
 def _type_name(path):
     """The file's mix (general.file_type, e.g. Q4_K_M), else its most common matrix type."""
     from lowbit import _core
-    from lowbit import quantize as Q
+    from lowbit.quantize import file_type_name
 
-    for key, _, _, value in _core.read_gguf(path, with_data=False)["metadata"]:
-        if key == b"general.file_type":
-            names = [name for name, (ftype, _) in Q.FTYPES.items() if ftype == value]
-            if names:
-                return names[0]
+    name = file_type_name(path)
+    if name:
+        return name
     types = {}
     for _, tname, shape, nbytes in _core.Model(path, vocab_only=False).tensors():
         if len(shape) == 2:

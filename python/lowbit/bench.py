@@ -38,12 +38,15 @@ class BenchResult:
         return f"pp{self.n_prompt}" if self.n_prompt else f"tg{self.n_gen}"
 
 
-def _model_type(model) -> str:
+def _model_type(model, path: str) -> str:
+    """As llama-bench: architecture, size class, and the file's mix (else its main type)."""
+    from .quantize import file_type_name
+
     types = {}
     for _, tname, shape, nbytes in model.tensors():
         if len(shape) == 2:
             types[tname] = types.get(tname, 0) + nbytes
-    main = max(types, key=types.get) if types else "?"
+    main = file_type_name(path) or (max(types, key=types.get) if types else "?")
     n = model.n_params
     size = f"{n / 1e9:.0f}B" if n >= 1e9 else f"{n / 1e6:.0f}M"
     return f"{model.hparams['arch']} {size} {main}"
@@ -75,7 +78,7 @@ def run(model_path: str, n_prompt: int = 512, n_gen: int = 128, n_threads: int |
         n_gpu_layers = -1 if _core.cuda_available() else 0
     ctx = _core.Context(model, n_ctx=n_ctx, n_threads=threads, n_batch=max(n_prompt, 1), n_gpu_layers=n_gpu_layers)
     rng = np.random.default_rng(0)
-    base = dict(model_filename=os.path.abspath(model_path), model_type=_model_type(model),
+    base = dict(model_filename=os.path.abspath(model_path), model_type=_model_type(model, model_path),
                 model_size=model.weight_bytes, model_n_params=model.n_params, n_threads=threads,
                 isa=_core.cuda_device_name() if ctx.on_gpu else _core.active_isa(),
                 backend="CUDA" if ctx.on_gpu else "CPU")

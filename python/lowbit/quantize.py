@@ -35,7 +35,7 @@ from . import _core
 
 __all__ = ["FTYPES", "ALIASES", "WEIGHT_TYPES", "QuantizeError", "QuantizeResult", "TensorDesc", "HParams",
            "Planned", "GGUFIndex", "plan_types", "read_input", "resolve_ftype", "quantize_file", "error_weights",
-           "weighted_rmse", "main"]
+           "weighted_rmse", "file_type_name", "main"]
 
 
 class QuantizeError(ValueError):
@@ -132,6 +132,14 @@ def resolve_ftype(name: str) -> tuple[str, int, str]:
         raise QuantizeError(f"{name} is not supported: {_UNSUPPORTED_FTYPES[key]}")
     known = ", ".join(list(FTYPES) + list(ALIASES))
     raise QuantizeError(f"unknown quantization type {name!r}; known: {known}")
+
+
+def file_type_name(path: str) -> str | None:
+    """The mix a GGUF file declares in general.file_type (Q4_K_M, Q8_0, ...), or None."""
+    for key, _, _, value in _core.read_gguf(path, with_data=False)["metadata"]:
+        if key == b"general.file_type":
+            return next((name for name, (ftype, _) in FTYPES.items() if ftype == value), None)
+    return None
 
 
 def resolve_tensor_type(name: str, what: str) -> str:
