@@ -519,20 +519,20 @@ inline void f16_gemm(int64_t n, int64_t nrows, int64_t ntok, const uint16_t* w, 
     static thread_local std::vector<float> wbuf;
     const int64_t fs = (n + 15) / 16 * 16;   // float row stride: whole 64-byte lines
     if (wbuf.size() < size_t(nrows * fs + 16)) wbuf.resize(size_t(nrows * fs + 16));
-    struct { float* p; float* data() const { return p; } } wf{   // 64-byte aligned: no split loads
-        reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(wbuf.data()) + 63) & ~uintptr_t(63))};
+    float* const wf = reinterpret_cast<float*>(   // 64-byte aligned: no load straddles two lines
+        (reinterpret_cast<uintptr_t>(wbuf.data()) + 63) & ~uintptr_t(63));
     for (int64_t r = 0; r < nrows; r += 4) {
         const int rows = nrows - r < 4 ? int(nrows - r) : 4;
-        f16_rows_to_float(n, rows, w + r * ws, ws, wf.data() + r * fs, fs);
+        f16_rows_to_float(n, rows, w + r * ws, ws, wf + r * fs, fs);
     }
     int64_t t = 0;
-    for (; t + 6 <= ntok; t += 6) f16_token_tile<6>(n, nrows, wf.data(), fs, a + t * as, as, c + t * ldc, ldc);
+    for (; t + 6 <= ntok; t += 6) f16_token_tile<6>(n, nrows, wf, fs, a + t * as, as, c + t * ldc, ldc);
     switch (ntok - t) {
-        case 5: f16_token_tile<5>(n, nrows, wf.data(), fs, a + t * as, as, c + t * ldc, ldc); break;
-        case 4: f16_token_tile<4>(n, nrows, wf.data(), fs, a + t * as, as, c + t * ldc, ldc); break;
-        case 3: f16_token_tile<3>(n, nrows, wf.data(), fs, a + t * as, as, c + t * ldc, ldc); break;
-        case 2: f16_token_tile<2>(n, nrows, wf.data(), fs, a + t * as, as, c + t * ldc, ldc); break;
-        case 1: f16_token_tile<1>(n, nrows, wf.data(), fs, a + t * as, as, c + t * ldc, ldc); break;
+        case 5: f16_token_tile<5>(n, nrows, wf, fs, a + t * as, as, c + t * ldc, ldc); break;
+        case 4: f16_token_tile<4>(n, nrows, wf, fs, a + t * as, as, c + t * ldc, ldc); break;
+        case 3: f16_token_tile<3>(n, nrows, wf, fs, a + t * as, as, c + t * ldc, ldc); break;
+        case 2: f16_token_tile<2>(n, nrows, wf, fs, a + t * as, as, c + t * ldc, ldc); break;
+        case 1: f16_token_tile<1>(n, nrows, wf, fs, a + t * as, as, c + t * ldc, ldc); break;
         default: break;
     }
 }
