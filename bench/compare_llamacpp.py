@@ -91,18 +91,10 @@ def _llamacpp_runner(path, n_ctx, threads, n_batch, n_gpu_layers=0):
 
 
 def _type_name(path):
-    """The file's mix (general.file_type, e.g. Q4_K_M), else its most common matrix type."""
     from lowbit import _core
-    from lowbit.quantize import file_type_name
+    from lowbit.bench import model_format
 
-    name = file_type_name(path)
-    if name:
-        return name
-    types = {}
-    for _, tname, shape, nbytes in _core.Model(path, vocab_only=False).tensors():
-        if len(shape) == 2:
-            types[tname] = types.get(tname, 0) + nbytes
-    return max(types, key=types.get) if types else "?"
+    return model_format(_core.Model(path, vocab_only=True), path)
 
 
 def compare(path, threads, n_prompt, n_gen, reps, label=None, llama_bench=None, n_gpu_layers=0):

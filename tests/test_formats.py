@@ -341,10 +341,6 @@ def supports_importance():
         return False
 
 
-weighted_rmse = Q.weighted_rmse
-llama_error_weights = Q.error_weights
-
-
 def importance_for(rng, ncols):
     """A made-up imatrix: log-normal column energies, a few columns never active."""
     w = np.exp(1.5 * rng.standard_normal(ncols)).astype(np.float32)
@@ -365,11 +361,11 @@ def test_quality_not_worse_than_llama(t, data, imatrix, ggml, request):
     want = ggml.quantize_chunk(t, x, w)
     y_lowbit = _core.dequantize(t, got, x.size).reshape(x.shape)
     y_llama = _core.dequantize(t, want, x.size).reshape(x.shape)
-    ew = llama_error_weights(t, x, w)
-    e_lowbit, e_llama = weighted_rmse(x, y_lowbit, ew), weighted_rmse(x, y_llama, ew)
+    ew = Q.error_weights(t, x, w)
+    e_lowbit, e_llama = Q.weighted_rmse(x, y_lowbit, ew), Q.weighted_rmse(x, y_llama, ew)
     assert e_lowbit <= e_llama * (1 + 1e-9), (
         f"{where(t)} {data} imatrix={imatrix}: weighted RMSE {e_lowbit:.6e} > llama.cpp {e_llama:.6e} "
-        f"(plain RMSE {weighted_rmse(x, y_lowbit, None):.6e} vs {weighted_rmse(x, y_llama, None):.6e})")
+        f"(plain RMSE {Q.weighted_rmse(x, y_lowbit, None):.6e} vs {Q.weighted_rmse(x, y_llama, None):.6e})")
 
 
 # ---- dot kernels --------------------------------------------------------------------------

@@ -38,18 +38,25 @@ class BenchResult:
         return f"pp{self.n_prompt}" if self.n_prompt else f"tg{self.n_gen}"
 
 
-def _model_type(model, path: str) -> str:
-    """As llama-bench: architecture, size class, and the file's mix (else its main type)."""
+def model_format(model, path: str) -> str:
+    """The file's mix (general.file_type: Q4_K_M, ...), else the type holding most matrix bytes."""
     from .quantize import file_type_name
 
+    name = file_type_name(path)
+    if name:
+        return name
     types = {}
     for _, tname, shape, nbytes in model.tensors():
         if len(shape) == 2:
             types[tname] = types.get(tname, 0) + nbytes
-    main = file_type_name(path) or (max(types, key=types.get) if types else "?")
+    return max(types, key=types.get) if types else "?"
+
+
+def _model_type(model, path: str) -> str:
+    """As llama-bench: architecture, size class, format."""
     n = model.n_params
     size = f"{n / 1e9:.0f}B" if n >= 1e9 else f"{n / 1e6:.0f}M"
-    return f"{model.hparams['arch']} {size} {main}"
+    return f"{model.hparams['arch']} {size} {model_format(model, path)}"
 
 
 def _time_pp(ctx, tokens) -> float:

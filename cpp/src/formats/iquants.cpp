@@ -42,11 +42,7 @@ void iq4_weights(const float* xb, const float* qw, float sigma2, float* weight) 
     for (int j = 0; j < 32; ++j) weight[j] = qw ? qw[j] * std::sqrt(sigma2 + xb[j] * xb[j]) : xb[j] * xb[j];
 }
 
-float sigma2_of(const float* x, int n) {
-    float s = 0;
-    for (int j = 0; j < n; ++j) s += x[j] * x[j];
-    return s * (2.f / float(n));
-}
+float sigma2_of(const float* x, int n) { return kq::sum_squares(x, n) * (2.f / float(n)); }
 
 // Best scale of one 32-value block (first stage of quantize_row_iq4_nl_impl): indices from
 // the amax-derived scale, then 2*ntry+1 trial scales refit by weighted least squares.

@@ -26,6 +26,13 @@ inline int nearest_int(float f) {
     return (i & 0x007fffff) - 0x00400000;
 }
 
+// Sum of squares in element order, as ggml's quantizers compute it (sigma2, rms).
+inline float sum_squares(const float* x, int n) {
+    float s = 0;
+    for (int i = 0; i < n; ++i) s += x[i] * x[i];
+    return s;
+}
+
 // C's MAX/MIN macros (a > b ? a : b): unlike std::max they pass NaN through the same way.
 inline float cmax(float a, float b) { return a > b ? a : b; }
 inline float cmin(float a, float b) { return a < b ? a : b; }

@@ -400,9 +400,7 @@ void q2k_ref_block(const float* x, BlockQ2_K* y) {
 void q2k_impl_block(const float* x, BlockQ2_K* y, const float* qw) {
     uint8_t L[QK_K], Laux[16], Ls[QK_K / 16], Lm[QK_K / 16];
     float mins[QK_K / 16], scales[QK_K / 16], sw[QK_K / 16], weight[16];
-    float sumx2 = 0;
-    for (int j = 0; j < QK_K; ++j) sumx2 += x[j] * x[j];
-    const float sigma2 = sumx2 / QK_K;
+    const float sigma2 = kq::sum_squares(x, QK_K) / QK_K;
     for (int j = 0; j < QK_K / 16; ++j) {
         for (int l = 0; l < 16; ++l) weight[l] = qw[16 * j + l] * std::sqrt(sigma2 + x[16 * j + l] * x[16 * j + l]);
         sw[j] = 0;
@@ -469,9 +467,7 @@ void q3k_ref_block(const float* x, BlockQ3_K* y) {
 void q3k_impl_block(const float* x, BlockQ3_K* y, const float* qw) {
     int8_t L[QK_K], Ls[QK_K / 16];
     float scales[QK_K / 16], weight[16], sw[QK_K / 16];
-    float sumx2 = 0;
-    for (int j = 0; j < QK_K; ++j) sumx2 += x[j] * x[j];
-    const float sigma2 = 2 * sumx2 / QK_K;
+    const float sigma2 = 2 * kq::sum_squares(x, QK_K) / QK_K;
     for (int j = 0; j < QK_K / 16; ++j) {
         for (int l = 0; l < 16; ++l) weight[l] = qw[16 * j + l] * std::sqrt(sigma2 + x[16 * j + l] * x[16 * j + l]);
         float sumw = 0;
@@ -520,9 +516,7 @@ void qk45_ref(const float* x, uint16_t* hd, uint16_t* hm, uint8_t* scales_out, u
     float weights[32], mins[QK_K / 32], scales[QK_K / 32];
     float max_scale = 0, max_min = 0;
     for (int j = 0; j < QK_K / 32; ++j) {
-        float sum_x2 = 0;
-        for (int l = 0; l < 32; ++l) sum_x2 += x[32 * j + l] * x[32 * j + l];
-        const float av_x = std::sqrt(sum_x2 / 32);
+        const float av_x = std::sqrt(kq::sum_squares(x + 32 * j, 32) / 32);
         for (int l = 0; l < 32; ++l) weights[l] = av_x + std::fabs(x[32 * j + l]);
         scales[j] = make_qkx_quants(32, NMAX, x + 32 * j, weights, L + 32 * j, &mins[j], Laux, rmin, 0.1f, nstep, false, false);
         if (scales[j] > max_scale) max_scale = scales[j];
@@ -545,9 +539,7 @@ template <int NMAX>
 void qk45_impl(const float* x, const float* qw, uint16_t* hd, uint16_t* hm, uint8_t* scales_out, uint8_t* L) {
     uint8_t Laux[32], Ls[QK_K / 32], Lm[QK_K / 32];
     float weights[32], sw[QK_K / 32], mins[QK_K / 32], scales[QK_K / 32];
-    float sum_x2 = 0;
-    for (int l = 0; l < QK_K; ++l) sum_x2 += x[l] * x[l];
-    const float sigma2 = 2 * sum_x2 / QK_K;
+    const float sigma2 = 2 * kq::sum_squares(x, QK_K) / QK_K;
     const float av_x = std::sqrt(sigma2);
     for (int j = 0; j < QK_K / 32; ++j) {
         if (qw) {
@@ -754,27 +746,22 @@ void encode(kq::SuperBlock& s, BlockQ6_K* b) {
 // (An unweighted search made lower plain RMSE but worse models: Q3_K/Q6_K weight by x^2.)
 using ErrorWeightsFn = void (*)(const float* x, const float* qw, float* w);
 
-float sum_squares(const float* x, int n) {
-    float s = 0;
-    for (int i = 0; i < n; ++i) s += x[i] * x[i];
-    return s;
-}
 // qw * sqrt(sigma2 + x^2): the imatrix weighting of ggml's _impl quantizers.
 void imatrix_weights(const float* x, const float* qw, float sigma2, float* w) {
     for (int i = 0; i < QK_K; ++i) w[i] = qw[i] * std::sqrt(sigma2 + x[i] * x[i]);
 }
 void q2k_error_weights(const float* x, const float* qw, float* w) {
-    if (qw) return imatrix_weights(x, qw, sum_squares(x, QK_K) / QK_K, w);
+    if (qw) return imatrix_weights(x, qw, kq::sum_squares(x, QK_K) / QK_K, w);
     for (int i = 0; i < QK_K; ++i) w[i] = std::fabs(x[i]);
 }
 void q3k_error_weights(const float* x, const float* qw, float* w) {
-    if (qw) return imatrix_weights(x, qw, 2 * sum_squares(x, QK_K) / QK_K, w);
+    if (qw) return imatrix_weights(x, qw, 2 * kq::sum_squares(x, QK_K) / QK_K, w);
     for (int i = 0; i < QK_K; ++i) w[i] = x[i] * x[i];
 }
 void qk45_error_weights(const float* x, const float* qw, float* w) {
-    if (qw) return imatrix_weights(x, qw, 2 * sum_squares(x, QK_K) / QK_K, w);
+    if (qw) return imatrix_weights(x, qw, 2 * kq::sum_squares(x, QK_K) / QK_K, w);
     for (int j = 0; j < QK_K / 32; ++j) {
-        const float av_x = std::sqrt(sum_squares(x + 32 * j, 32) / 32);
+        const float av_x = std::sqrt(kq::sum_squares(x + 32 * j, 32) / 32);
         for (int l = 0; l < 32; ++l) w[32 * j + l] = av_x + std::fabs(x[32 * j + l]);
     }
 }

@@ -61,10 +61,6 @@ const uint8_t* convert_act(const WeightView& w, const float* x, int64_t n_tokens
     return dst;
 }
 
-}  // namespace
-
-namespace {
-
 // A 64-byte-aligned start inside buf, which is grown to hold `bytes` from there: the
 // kernels' 64-byte activation loads then never straddle two cache lines (measured: 10-20%
 // on the F16 prompt GEMM).
@@ -76,9 +72,13 @@ uint8_t* aligned64(std::vector<uint8_t>& buf, size_t bytes) {
 // Row stride, in floats, of F16 activations held as floats: whole 64-byte lines.
 int64_t f16_act_stride(int64_t cols) { return (cols + 15) / 16 * 16; }
 
-}  // namespace
-
-namespace {
+// Whether products with w for n_tokens tokens take matmul_many's packed (or F16) AVX-512
+// kernels, rather than the per-row vec_dot path or AMX tiles (matmul_generic).
+bool fast_path(const WeightView& w, int64_t n_tokens) {
+    if (int(active_isa()) < int(Isa::Avx512)) return false;
+    if (!packed_path(w.type) && w.type != Type::F16) return false;
+    return !(active_isa() == Isa::Amx && n_tokens >= kGemmMinTokens && best_gemm(w.type));
+}
 
 // The process-wide registry of packed copies (see PackedWeights).
 struct PackedKey {
@@ -97,6 +97,38 @@ std::mutex& shared_mu() {
 std::unordered_map<PackedKey, std::weak_ptr<PackedWeights::Entry>, PackedKeyHash>& shared_map() {
     static auto* map = new std::unordered_map<PackedKey, std::weak_ptr<PackedWeights::Entry>, PackedKeyHash>();
     return *map;
+}
+
+// Any format on any ISA: the registry's vec_dot per row and token, or, for prompt batches
+// on AMX, the format's tiled gemm.
+void matmul_generic(const WeightView& w, const float* x, int64_t n_tokens, float* y, int64_t ld_y, ThreadPool& pool,
+                    MatmulScratch& scratch) {
+    const TypeTraits& wt = type_traits(w.type);
+    const GemmFn gemm = n_tokens >= kGemmMinTokens ? best_gemm(w.type) : nullptr;
+    const VecDotFn dot = best_vec_dot(w.type);
+    if (!dot) fail(std::string("no dot kernel for weight type ") + wt.name);
+    size_t act_row = 0;
+    const uint8_t* act = convert_act(w, x, n_tokens, pool, scratch, &act_row);
+
+    if (gemm && active_isa() == Isa::Amx) {   // tiled kernel: each thread takes whole row chunks against every token
+        pool.parallel_for(w.rows, kGemmRowGrain, [&](int64_t r0, int64_t r1) {
+            gemm(w.cols, r1 - r0, n_tokens, w.row(r0), w.row_bytes, act, act_row, y + r0, ld_y);
+        });
+        return;
+    }
+    pool.parallel_for(w.rows, kRowGrain, [&](int64_t r0, int64_t r1) {
+        for (int64_t rb = r0; rb < r1; rb += kRowGrain) {
+            const int64_t re = std::min(r1, rb + kRowGrain);
+            for (int64_t tb = 0; tb < n_tokens; tb += kTokenTile) {
+                const int64_t te = std::min(n_tokens, tb + kTokenTile);
+                for (int64_t r = rb; r < re; ++r) {
+                    const uint8_t* wrow = w.row(r);
+                    for (int64_t t = tb; t < te; ++t)
+                        dot(w.cols, &y[t * ld_y + r], wrow, act + size_t(t) * act_row);
+                }
+            }
+        }
+    });
 }
 
 }  // namespace
@@ -143,78 +175,6 @@ size_t PackedWeights::bytes() const {
     return total;
 }
 
-void matmul_rows(const WeightView& w, int64_t row_begin, int64_t row_end, const float* x, int64_t n_tokens,
-                 float* y, int64_t ld_y, ThreadPool& pool, MatmulScratch& scratch) {
-    const TypeTraits& wt = type_traits(w.type);
-    const int64_t n_rows = row_end - row_begin;
-    const GemmFn gemm = n_tokens >= kGemmMinTokens ? best_gemm(w.type) : nullptr;
-    const bool amx = gemm && active_isa() == Isa::Amx;
-
-    if (!amx && packed_path(w.type)) {
-        const PackedWeights::Entry* pw = scratch.packed.get(w, pool);
-        const size_t par = packed512::act_row_bytes(w.type, w.cols);
-        size_t ar = 0;
-        const uint8_t* act = convert_act(w, x, n_tokens, pool, scratch, &ar);
-        uint8_t* pa = aligned64(scratch.packed_act, par * size_t(n_tokens));
-        pool.parallel_for(n_tokens, 1, [&](int64_t t0, int64_t t1) {
-            for (int64_t t = t0; t < t1; ++t) packed512::pack_act(w.type, w.cols, act + size_t(t) * ar, pa + size_t(t) * par);
-        });
-        const uint8_t* wbase = pw->data.data() + size_t(row_begin) * pw->row_bytes;
-        const size_t wrb = pw->row_bytes;
-        const int64_t grain = n_tokens == 1 ? kRowGrain : 32;
-        pool.parallel_for(n_rows, grain, [&](int64_t r0, int64_t r1) {
-            for (int64_t t0 = 0; t0 < n_tokens; t0 += kPackedTokenBlock) {
-                const int64_t nt = std::min(kPackedTokenBlock, n_tokens - t0);
-                packed512::gemm(w.type, w.cols, r1 - r0, nt, wbase + size_t(r0) * wrb, wrb, pa + size_t(t0) * par, par,
-                                y + t0 * ld_y + r0, ld_y);
-            }
-        });
-        return;
-    }
-
-    if (!amx && w.type == Type::F16 && int(active_isa()) >= int(Isa::Avx512)) {
-        // F16 rows as they are, against activations rounded to F16 (held as floats)
-        const int64_t fs = f16_act_stride(w.cols);
-        float* af = reinterpret_cast<float*>(aligned64(scratch.packed_act, sizeof(float) * size_t(n_tokens * fs)));
-        pool.parallel_for(n_tokens, 1, [&](int64_t t0, int64_t t1) {
-            for (int64_t t = t0; t < t1; ++t) packed512::round_to_f16(x + t * w.cols, af + t * fs, w.cols);
-        });
-        const uint16_t* wbase = reinterpret_cast<const uint16_t*>(w.row(row_begin));
-        const int64_t ws = int64_t(w.row_bytes / 2);
-        const int64_t grain = n_tokens == 1 ? kRowGrain : 32;
-        // all tokens at once: the kernel converts each group of rows to float once for all
-        pool.parallel_for(n_rows, grain, [&](int64_t r0, int64_t r1) {
-            packed512::gemm_f16(w.cols, r1 - r0, n_tokens, wbase + r0 * ws, ws, af, fs, y + r0, ld_y);
-        });
-        return;
-    }
-
-    const VecDotFn dot = best_vec_dot(w.type);
-    if (!dot) fail(std::string("no dot kernel for weight type ") + wt.name);
-    size_t act_row = 0;
-    const uint8_t* act = convert_act(w, x, n_tokens, pool, scratch, &act_row);
-
-    if (amx) {   // tiled kernel: each thread takes whole row chunks against every token
-        pool.parallel_for(n_rows, kGemmRowGrain, [&](int64_t r0, int64_t r1) {
-            gemm(w.cols, r1 - r0, n_tokens, w.row(row_begin + r0), w.row_bytes, act, act_row, y + r0, ld_y);
-        });
-        return;
-    }
-    pool.parallel_for(n_rows, kRowGrain, [&](int64_t r0, int64_t r1) {
-        for (int64_t rb = r0; rb < r1; rb += kRowGrain) {
-            const int64_t re = std::min(r1, rb + kRowGrain);
-            for (int64_t tb = 0; tb < n_tokens; tb += kTokenTile) {
-                const int64_t te = std::min(n_tokens, tb + kTokenTile);
-                for (int64_t r = rb; r < re; ++r) {
-                    const uint8_t* wrow = w.row(row_begin + r);
-                    for (int64_t t = tb; t < te; ++t)
-                        dot(w.cols, &y[t * ld_y + r], wrow, act + size_t(t) * act_row);
-                }
-            }
-        }
-    });
-}
-
 void matmul(const WeightView& w, const float* x, int64_t n_tokens, float* y, ThreadPool& pool,
             MatmulScratch& scratch) {
     const MatmulJob job{&w, y, w.rows};
@@ -223,17 +183,16 @@ void matmul(const WeightView& w, const float* x, int64_t n_tokens, float* y, Thr
 
 void matmul_many(const MatmulJob* jobs, int count, const float* x, int64_t n_tokens, ThreadPool& pool,
                  MatmulScratch& scratch) {
-    // the packed (and F16) kernels, unless some matrix lacks one or prefers AMX tiles
-    bool fast = int(active_isa()) >= int(Isa::Avx512);
-    for (int j = 0; j < count && fast; ++j) {
-        const WeightView& w = *jobs[j].w;
-        if (w.cols != jobs[0].w->cols) fast = false;
-        if (!packed_path(w.type) && w.type != Type::F16) fast = false;
-        if (active_isa() == Isa::Amx && n_tokens >= kGemmMinTokens && best_gemm(w.type)) fast = false;
-    }
-    if (!fast) {
-        for (int j = 0; j < count; ++j)
-            matmul_rows(*jobs[j].w, 0, jobs[j].w->rows, x, n_tokens, jobs[j].y, jobs[j].ld_y, pool, scratch);
+    // the packed (and F16) kernels in one pass, unless some matrix lacks one, prefers AMX
+    // tiles or has another row length: then each product on its own
+    bool together = true;
+    for (int j = 0; j < count; ++j)
+        if (!fast_path(*jobs[j].w, n_tokens) || jobs[j].w->cols != jobs[0].w->cols) together = false;
+    if (!together) {
+        for (int j = 0; j < count; ++j) {
+            if (fast_path(*jobs[j].w, n_tokens)) matmul_many(&jobs[j], 1, x, n_tokens, pool, scratch);
+            else matmul_generic(*jobs[j].w, x, n_tokens, jobs[j].y, jobs[j].ld_y, pool, scratch);
+        }
         return;
     }
     const int64_t cols = jobs[0].w->cols;

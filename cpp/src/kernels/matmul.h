@@ -47,7 +47,6 @@ class PackedWeights {
 // weights of the model this scratch serves.
 struct MatmulScratch {
     std::vector<uint8_t> act;
-    std::vector<uint8_t> packed_act;
     std::vector<std::vector<uint8_t>> bufs;   // matmul_many's activations, one per format
     PackedWeights packed;
 };
@@ -70,9 +69,5 @@ void matmul(const WeightView& w, const float* x, int64_t n_tokens, float* y, Thr
 // the rows of all the matrices, so one synchronisation serves them all.
 void matmul_many(const MatmulJob* jobs, int count, const float* x, int64_t n_tokens, ThreadPool& pool,
                  MatmulScratch& scratch);
-
-// Same, restricted to rows [row_begin, row_end) of w writing y[t * ld_y + r - row_begin].
-void matmul_rows(const WeightView& w, int64_t row_begin, int64_t row_end, const float* x, int64_t n_tokens,
-                 float* y, int64_t ld_y, ThreadPool& pool, MatmulScratch& scratch);
 
 }  // namespace lowbit

@@ -419,7 +419,7 @@ inline void f16_tile(int64_t n, const W* w, int64_t ws, const float* a, int64_t 
         // decoding streams the rows from memory: a prefetch per row and cache line, 512 bytes
         // ahead (1.3x tg128 on the 135M F16 model, 2 threads, over the hardware prefetcher
         // alone; 256 to 768 bytes measured); prefetches past the end do not fault
-        if constexpr (T == 1)
+        if constexpr (T == 1 && sizeof(W) == 2)   // (not the prompt path's widened rows, in cache)
             if (i % 32 == 0)
                 for (int r = 0; r < R; ++r)
                     _mm_prefetch(reinterpret_cast<const char*>(w + r * ws + i) + kDecodePrefetch, _MM_HINT_T0);
