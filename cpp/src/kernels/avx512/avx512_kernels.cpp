@@ -295,6 +295,9 @@ void vec_dot_legacy(int64_t n, float* out, const void* w, const void* a) {
 // bsums B[g]) are applied in int32: lane g holds S[g] * (T[g] - off * B[g]), exact and
 // below 2^24 in magnitude (so exact as a float too).  As in the scalar reference (which
 // keeps 8 float lanes), the lanes are then scaled by d in float and summed at the end.
+// Q4_K, Q5_K and Q6_K (the formats with packed prompt kernels) scale in float instead,
+// through kq_accumulate below, so that the packed kernels can take their scales decoded
+// once per row rather than once per row and token.
 
 inline __m512i bcast256(const void* p) { return _mm512_broadcast_i64x4(load256(p)); }
 inline __m512i shifts(int lo, int hi) { return _mm512_set_epi64(hi, hi, hi, hi, lo, lo, lo, lo); }
@@ -324,6 +327,32 @@ inline __m512 fma_i32(__m512i a, __m512i b, float d, __m512 acc) {
 }
 // eight u8 values (bytes 0..7 of v) each twice -> sixteen int32
 inline __m512i dup8_u8(__m128i v) { return _mm512_cvtepu8_epi32(_mm_unpacklo_epi8(v, v)); }
+
+// One super-block's float scales, lane g = 16-element group g: `sc` multiplies the group's
+// integer total and `mn` its activation sum.  Q4_K/Q5_K: sc = scale * d, mn = -min * dmin;
+// Q6_K: sc = scale * d, mn = -32 * sc (the codes' offset).  Every one is an exact product
+// (a 6- or 8-bit integer times an fp16 value), so it is the same however it is computed.
+struct KqScales {
+    __m512 sc, mn;
+};
+inline KqScales k45_scales(const uint8_t* scales12, uint16_t d, uint16_t dmin) {
+    const __m128i sm = k4_scales_mins(scales12);   // bytes 0..7 scales, 8..15 mins
+    return {_mm512_mul_ps(_mm512_cvtepi32_ps(dup8_u8(sm)), _mm512_set1_ps(h2f(d))),
+            _mm512_mul_ps(_mm512_cvtepi32_ps(dup8_u8(_mm_srli_si128(sm, 8))), _mm512_set1_ps(-h2f(dmin)))};
+}
+inline KqScales k6_scales(const int8_t* scales16, uint16_t d) {
+    const __m512 sc = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(scales16)))),
+                                    _mm512_set1_ps(h2f(d)));
+    return {sc, _mm512_mul_ps(sc, _mm512_set1_ps(-32.0f))};
+}
+// Q8_K's group sums times its scale: the activation side of the `mn` term.
+inline __m512 q8k_bsy(const BlockQ8_K& y, __m512 yd) { return _mm512_mul_ps(_mm512_cvtepi32_ps(bsums32(y)), yd); }
+// acc + T * (sc * yd) + mn * bsy: one super-block of one row against one token (T: the
+// exact group totals of the unsigned codes; yd: the token's scale in every lane).
+inline __m512 kq_accumulate(__m512i totals, const KqScales& s, __m512 yd, __m512 bsy, __m512 acc) {
+    acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(totals), _mm512_mul_ps(s.sc, yd), acc);
+    return _mm512_fmadd_ps(s.mn, bsy, acc);
+}
 // 2-bit codes of Q2_K/Q3_K/TQ2_0 for elements 64k..64k+63: half k/2, shifts 4(k%2), +2
 inline __m512i codes2(const uint8_t* qs, int k) {
     const int s0 = 4 * (k % 2);
@@ -369,7 +398,7 @@ void dot512_q45_k(int64_t n, float* out, const void* w, const void* a) {
     const B* x = static_cast<const B*>(w);
     const BlockQ8_K* y = static_cast<const BlockQ8_K*>(a);
     const __m512i m4 = _mm512_set1_epi8(0xF), b4 = _mm512_set1_epi8(0x10);
-    __m512 acc = _mm512_setzero_ps(), accm = _mm512_setzero_ps();
+    __m512 acc = _mm512_setzero_ps();
     for (int64_t i = 0; i < n / QK_K; ++i) {
         __m512i c[4];
         __m512i hb = _mm512_setzero_si512();
@@ -378,11 +407,10 @@ void dot512_q45_k(int64_t n, float* out, const void* w, const void* a) {
             c[k] = _mm512_and_si512(_mm512_srlv_epi64(bcast256(x[i].qs + 32 * k), shifts(0, 4)), m4);
             if constexpr (kHigh) c[k] = or_and(c[k], move_bit(hb, 2 * k, 2 * k + 1, 4), b4);
         }
-        const __m128i sm = k4_scales_mins(x[i].scales);
-        acc = fma_i32(group_totals(c, y[i].qs), dup8_u8(sm), h2f(x[i].d) * y[i].d, acc);
-        accm = fma_i32(bsums32(y[i]), dup8_u8(_mm_srli_si128(sm, 8)), h2f(x[i].dmin) * y[i].d, accm);
+        const __m512 yd = _mm512_set1_ps(y[i].d);
+        acc = kq_accumulate(group_totals(c, y[i].qs), k45_scales(x[i].scales, x[i].d, x[i].dmin), yd, q8k_bsy(y[i], yd), acc);
     }
-    *out = _mm512_reduce_add_ps(acc) - _mm512_reduce_add_ps(accm);
+    *out = _mm512_reduce_add_ps(acc);
 }
 
 void dot512_q6_k(int64_t n, float* out, const void* w, const void* a) {
@@ -400,9 +428,8 @@ void dot512_q6_k(int64_t n, float* out, const void* w, const void* a) {
             // elements 128h + 64..127: high nibbles, qh bits (4,5) / (6,7)
             c[2 * h + 1] = or_and(_mm512_and_si512(_mm512_srli_epi16(ql, 4), m4), _mm512_srlv_epi64(qh, shifts(0, 2)), m30);
         }
-        const __m512i sc = _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x[i].scales)));
-        const __m512i t = _mm512_sub_epi32(group_totals(c, y[i].qs), _mm512_slli_epi32(bsums32(y[i]), 5));
-        acc = fma_i32(t, sc, h2f(x[i].d) * y[i].d, acc);
+        const __m512 yd = _mm512_set1_ps(y[i].d);
+        acc = kq_accumulate(group_totals(c, y[i].qs), k6_scales(x[i].scales, x[i].d), yd, q8k_bsy(y[i], yd), acc);
     }
     *out = _mm512_reduce_add_ps(acc);
 }

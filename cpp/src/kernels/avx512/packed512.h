@@ -539,15 +539,17 @@ inline void f16_gemm(int64_t n, int64_t nrows, int64_t ntok, const uint16_t* w, 
 
 // ---- K-quants: Q4_K, Q6_K against Q8_K ----------------------------------------------------
 // dot512_q45_k / dot512_q6_k (avx512_kernels.cpp) reduce each super-block to sixteen exact
-// 16-element group totals (lane g = group g), scale them in int32 and accumulate in float.
-// Packed here so that four vpdpbusd leave group g's total in lane g directly: code
-// register k, byte 4g + b = element 16g + 4k + b.  Per row, per super-block:
+// 16-element group totals (lane g = group g) and accumulate them in float through
+// z512::kq_accumulate.  Packed here so that four vpdpbusd leave group g's total in lane g
+// directly: code register k, byte 4g + b = element 16g + 4k + b.  Per row, per super-block:
 //   Q4_K  codes: 2 x 64 bytes, L0 (low nibble: k = 0, high: k = 1), L1 (k = 2, 3);
 //         the 12 bytes of packed 6-bit scales and mins as stored; d, dmin (fp16)
 //   Q6_K  low nibbles as Q4_K (128 bytes); 64 bytes H, byte 4g + b bits 2k..2k+1 = the
 //         high two bits for register k; 16 signed scales; d (fp16)
-// Tokens, per super-block: 4 x 64 code bytes in the same order; 16 int32 bsums (Q4_K's
-// mins) or -32 * bsums (Q6_K's offset, the accumulator's start); d (float) in 64 bytes.
+// Tokens, per super-block: 4 x 64 code bytes in the same order; 16 floats bsums * d (the
+// `bsy` of kq_accumulate); d (float), padded to 64 bytes.
+// Prompt tiles take each row's scales decoded once per call (kq_decode_scales) rather than
+// once per row and token tile: the decoding costs as much as the dot products it scales.
 struct KQ4 {
     static constexpr int kBytes = 128 + 12 + 4;   // as large as the original block
 };
@@ -617,81 +619,112 @@ void pack_kq_act(int64_t n, const uint8_t* q, uint8_t* dst) {
             kq_pos(e, &k, &byte);
             o[64 * k + byte] = uint8_t(y[i].qs[e]);
         }
+        // as z512::q8k_bsy: one rounding of the exact float(bsum) * d
         for (int g = 0; g < 16; ++g) {
-            const int32_t b = F::kBytes == KQ4::kBytes ? int32_t(y[i].bsums[g]) : -32 * int32_t(y[i].bsums[g]);
+            const float b = float(y[i].bsums[g]) * y[i].d;
             std::memcpy(o + 256 + 4 * g, &b, 4);
         }
         std::memcpy(o + 320, &y[i].d, 4);
     }
 }
 
-template <class F, int R, int T>
-inline void kq_tile(int64_t nsb, const uint8_t* w, size_t ws, const uint8_t* a, size_t as, float* c, int64_t ldc) {
-    constexpr bool kQ4 = F::kBytes == KQ4::kBytes;
-    __m512 acc[R][T], accm[R][T];
-    for (int r = 0; r < R; ++r)
-        for (int t = 0; t < T; ++t) acc[r][t] = accm[r][t] = _mm512_setzero_ps();
-    const __m512i m4 = _mm512_set1_epi8(0x0F), m30 = _mm512_set1_epi8(0x30);
+inline float load_f32(const void* p) {
+    float v;
+    std::memcpy(&v, p, 4);
+    return v;
+}
+
+// The scales of one packed super-block (see z512::KqScales).
+template <class F>
+inline z512::KqScales kq_scales(const uint8_t* o) {
+    if constexpr (F::kBytes == KQ4::kBytes) return z512::k45_scales(o + 128, load_u16(o + 140), load_u16(o + 142));
+    else return z512::k6_scales(reinterpret_cast<const int8_t*>(o + 192), load_u16(o + 208));
+}
+
+// Code registers k = 2p and 2p + 1 of one packed super-block, unsigned bytes.
+template <class F>
+inline void kq_codes(const uint8_t* o, int p, __m512i* c0, __m512i* c1) {
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    const __m512i l = _mm512_loadu_si512(o + 64 * p);
+    *c0 = _mm512_and_si512(l, m4);
+    *c1 = _mm512_and_si512(_mm512_srli_epi16(l, 4), m4);
+    if constexpr (F::kBytes == KQ6::kBytes) {
+        // bits 2k..2k+1 of H -> bits 4..5
+        const __m512i m30 = _mm512_set1_epi8(0x30), h = _mm512_loadu_si512(o + 128);
+        *c0 = z512::or_and(*c0, p == 0 ? _mm512_slli_epi16(h, 4) : h, m30);
+        *c1 = z512::or_and(*c1, p == 0 ? _mm512_slli_epi16(h, 2) : _mm512_srli_epi16(h, 2), m30);
+    }
+}
+
+// Scales of every super-block of one packed row: nsb x (16 floats sc, 16 floats mn).
+template <class F>
+inline void kq_decode_scales(int64_t nsb, const uint8_t* w, float* out) {
     for (int64_t i = 0; i < nsb; ++i) {
-        __m512i code[R][4];
+        const z512::KqScales s = kq_scales<F>(w + i * F::kBytes);
+        _mm512_storeu_ps(out + 32 * i, s.sc);
+        _mm512_storeu_ps(out + 32 * i + 16, s.mn);
+    }
+}
+
+// R rows x T tokens over every super-block; results c[t * ldc + r].  Scales come from
+// `scales` (R rows of kq_decode_scales output, scale_stride floats apart) or, when it is
+// null (decoding: each row is read once), straight from the packed blocks.
+template <class F, int R, int T>
+inline void kq_tile(int64_t nsb, const uint8_t* w, size_t ws, const uint8_t* a, size_t as, float* c, int64_t ldc,
+                    const float* scales, int64_t scale_stride) {
+    __m512 acc[R][T];
+    for (int r = 0; r < R; ++r)
+        for (int t = 0; t < T; ++t) acc[r][t] = _mm512_setzero_ps();
+    for (int64_t i = 0; i < nsb; ++i) {
         if constexpr (T == 1)
             for (int r = 0; r < R; ++r) prefetch_span(w + r * ws + i * F::kBytes + kDecodePrefetch, F::kBytes);
-        for (int r = 0; r < R; ++r) {
-            const uint8_t* o = w + r * ws + i * F::kBytes;
-            const __m512i l0 = _mm512_loadu_si512(o), l1 = _mm512_loadu_si512(o + 64);
-            code[r][0] = _mm512_and_si512(l0, m4);
-            code[r][1] = _mm512_and_si512(_mm512_srli_epi16(l0, 4), m4);
-            code[r][2] = _mm512_and_si512(l1, m4);
-            code[r][3] = _mm512_and_si512(_mm512_srli_epi16(l1, 4), m4);
-            if constexpr (!kQ4) {
-                const __m512i h = _mm512_loadu_si512(o + 128);
-                // bits 2k..2k+1 of h -> bits 4..5: a | (h' & 0x30)
-                code[r][0] = _mm512_ternarylogic_epi32(code[r][0], _mm512_slli_epi16(h, 4), m30, 0xF8);
-                code[r][1] = _mm512_ternarylogic_epi32(code[r][1], _mm512_slli_epi16(h, 2), m30, 0xF8);
-                code[r][2] = _mm512_ternarylogic_epi32(code[r][2], h, m30, 0xF8);
-                code[r][3] = _mm512_ternarylogic_epi32(code[r][3], _mm512_srli_epi16(h, 2), m30, 0xF8);
-            }
-        }
         __m512i is[R][T];
-        for (int t = 0; t < T; ++t) {
-            const uint8_t* at = a + t * as + i * kActSbBytes;
-            for (int r = 0; r < R; ++r) is[r][t] = kQ4 ? _mm512_setzero_si512() : _mm512_loadu_si512(at + 256);
-            for (int k = 0; k < 4; ++k) {
-                const __m512i y = _mm512_loadu_si512(at + 64 * k);
-                for (int r = 0; r < R; ++r) is[r][t] = _mm512_dpbusd_epi32(is[r][t], code[r][k], y);
+        for (int r = 0; r < R; ++r)
+            for (int t = 0; t < T; ++t) is[r][t] = _mm512_setzero_si512();
+        for (int p = 0; p < 2; ++p) {
+            __m512i c0[R], c1[R];
+            for (int r = 0; r < R; ++r) kq_codes<F>(w + r * ws + i * F::kBytes, p, &c0[r], &c1[r]);
+            for (int t = 0; t < T; ++t) {
+                const uint8_t* at = a + t * as + i * kActSbBytes;
+                const __m512i y0 = _mm512_loadu_si512(at + 128 * p), y1 = _mm512_loadu_si512(at + 128 * p + 64);
+                for (int r = 0; r < R; ++r) is[r][t] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(is[r][t], c0[r], y0), c1[r], y1);
             }
         }
         for (int r = 0; r < R; ++r) {
-            const uint8_t* o = w + r * ws + i * F::kBytes;
-            if constexpr (kQ4) {
-                // |group total x scale| < 2^24 and |bsum x min| < 2^24: the float products
-                // are exact, equal to the reference's int32 products converted
-                const __m128i sm = k4_scales_mins(o + 128);   // bytes 0..7 scales, 8..15 mins
-                const __m512 sc = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_unpacklo_epi8(sm, sm)));
-                const __m512 mn = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_unpackhi_epi8(sm, sm)));
-                const float dx = h2f(load_u16(o + 140)), dmx = h2f(load_u16(o + 142));
-                for (int t = 0; t < T; ++t) {
-                    const uint8_t* at = a + t * as + i * kActSbBytes;
-                    float yd;
-                    std::memcpy(&yd, at + 320, 4);
-                    acc[r][t] = _mm512_fmadd_ps(_mm512_set1_ps(dx * yd), _mm512_mul_ps(_mm512_cvtepi32_ps(is[r][t]), sc), acc[r][t]);
-                    accm[r][t] = _mm512_fmadd_ps(_mm512_set1_ps(dmx * yd),
-                                                 _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_loadu_si512(at + 256)), mn), accm[r][t]);
-                }
+            z512::KqScales s;
+            if (scales) {
+                s.sc = _mm512_loadu_ps(scales + r * scale_stride + 32 * i);
+                s.mn = _mm512_loadu_ps(scales + r * scale_stride + 32 * i + 16);
             } else {
-                const __m512i sc = _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(o + 192)));
-                const float dx = h2f(load_u16(o + 208));
-                for (int t = 0; t < T; ++t) {
-                    float yd;
-                    std::memcpy(&yd, a + t * as + i * kActSbBytes + 320, 4);
-                    acc[r][t] = _mm512_fmadd_ps(_mm512_set1_ps(dx * yd), _mm512_cvtepi32_ps(_mm512_mullo_epi32(is[r][t], sc)), acc[r][t]);
-                }
+                s = kq_scales<F>(w + r * ws + i * F::kBytes);
+            }
+            for (int t = 0; t < T; ++t) {
+                const uint8_t* at = a + t * as + i * kActSbBytes;
+                const __m512 yd = _mm512_set1_ps(load_f32(at + 320));
+                acc[r][t] = z512::kq_accumulate(is[r][t], s, yd, _mm512_loadu_ps(reinterpret_cast<const float*>(at + 256)), acc[r][t]);
             }
         }
     }
     for (int r = 0; r < R; ++r)
-        for (int t = 0; t < T; ++t)
-            c[t * ldc + r] = kQ4 ? _mm512_reduce_add_ps(acc[r][t]) - _mm512_reduce_add_ps(accm[r][t]) : _mm512_reduce_add_ps(acc[r][t]);
+        for (int t = 0; t < T; ++t) c[t * ldc + r] = _mm512_reduce_add_ps(acc[r][t]);
+}
+
+// Heap scratch for the decoded scales (no std:: containers in this file: see x86_common.h).
+struct ScaleBuffer {
+    float* p;
+    explicit ScaleBuffer(size_t floats) : p(static_cast<float*>(::operator new(floats * sizeof(float)))) {}
+    ~ScaleBuffer() { ::operator delete(p); }
+    ScaleBuffer(const ScaleBuffer&) = delete;
+    ScaleBuffer& operator=(const ScaleBuffer&) = delete;
+};
+
+// RR rows (scales decoded) against every token, T = 3 tokens at a time.
+template <class F, int RR>
+void kq_rows(int64_t nsb, const uint8_t* w, size_t ws, const uint8_t* a, size_t as, int64_t ntok, float* c, int64_t ldc,
+             const float* scales, int64_t stride) {
+    int64_t t = 0;
+    for (; t + 3 <= ntok; t += 3) kq_tile<F, RR, 3>(nsb, w, ws, a + t * as, as, c + t * ldc, ldc, scales, stride);
+    for (; t < ntok; ++t) kq_tile<F, RR, 1>(nsb, w, ws, a + t * as, as, c + t * ldc, ldc, scales, stride);
 }
 
 template <class F>
@@ -700,19 +733,21 @@ void kq_gemm(int64_t n, int64_t nrows, int64_t ntok, const uint8_t* w, size_t ws
     const int64_t nsb = n / 256;
     if (ntok == 1) {
         int64_t r = 0;
-        for (; r + 4 <= nrows; r += 4) kq_tile<F, 4, 1>(nsb, w + r * ws, ws, a, as, c + r, ldc);
-        for (; r < nrows; ++r) kq_tile<F, 1, 1>(nsb, w + r * ws, ws, a, as, c + r, ldc);
+        for (; r + 4 <= nrows; r += 4) kq_tile<F, 4, 1>(nsb, w + r * ws, ws, a, as, c + r, ldc, nullptr, 0);
+        for (; r < nrows; ++r) kq_tile<F, 1, 1>(nsb, w + r * ws, ws, a, as, c + r, ldc, nullptr, 0);
         return;
     }
-    constexpr int R = 2, T = 3;
-    int64_t r = 0, t = 0;
-    for (; r + R <= nrows; r += R) {
-        for (t = 0; t + T <= ntok; t += T) kq_tile<F, R, T>(nsb, w + r * ws, ws, a + t * as, as, c + t * ldc + r, ldc);
-        for (; t < ntok; ++t) kq_tile<F, R, 1>(nsb, w + r * ws, ws, a + t * as, as, c + t * ldc + r, ldc);
-    }
-    for (; r < nrows; ++r) {
-        for (t = 0; t + T <= ntok; t += T) kq_tile<F, 1, T>(nsb, w + r * ws, ws, a + t * as, as, c + t * ldc + r, ldc);
-        for (; t < ntok; ++t) kq_tile<F, 1, 1>(nsb, w + r * ws, ws, a + t * as, as, c + t * ldc + r, ldc);
+    // 3 x 3 tiles: 9 integer and 9 float accumulators, 6 code registers and 2 token
+    // registers fit the 32 zmm registers
+    const int64_t stride = 32 * nsb;
+    ScaleBuffer sb(size_t(3 * stride));
+    for (int64_t r = 0; r < nrows; r += 3) {
+        const int64_t nr = nrows - r < 3 ? nrows - r : 3;
+        for (int64_t j = 0; j < nr; ++j) kq_decode_scales<F>(nsb, w + (r + j) * ws, sb.p + j * stride);
+        const uint8_t* wr = w + r * ws;
+        if (nr == 3) kq_rows<F, 3>(nsb, wr, ws, a, as, ntok, c + r, ldc, sb.p, stride);
+        else if (nr == 2) kq_rows<F, 2>(nsb, wr, ws, a, as, ntok, c + r, ldc, sb.p, stride);
+        else kq_rows<F, 1>(nsb, wr, ws, a, as, ntok, c + r, ldc, sb.p, stride);
     }
 }
 
