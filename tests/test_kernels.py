@@ -227,38 +227,50 @@ def test_isas_above_cpu_are_refused():
         assert isa not in _core.type_info("Q8_0")["kernels"], f"{isa} kernels registered on a CPU without {isa}"
 
 
-GEMM_TYPES = ["Q8_0", "Q4_1"]
+AMX_TYPES = ["Q4_0", "Q4_1", "Q5_0", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL", "IQ4_XS", "TQ2_0",
+             "BF16"]
 
 
-@pytest.mark.parametrize("t", GEMM_TYPES)
-def test_amx_gemm_matches_scalar_dots(t):
-    """The tiled AMX kernel of prompt processing agrees with the scalar dot per element,
-    ragged tile edges included."""
+@pytest.mark.parametrize("t", AMX_TYPES)
+def test_amx_matmul_matches_float64(t):
+    """Prompt products on AMX tiles (weights dequantized and rounded to bf16, activations
+    rounded to bf16, fp32 accumulation) agree with the float64 product of the dequantized
+    weights, ragged tile edges and several 128-row slabs included.  Bound: two bf16
+    roundings per term (2^-8 relative) plus fp32 accumulation, times sum |w x|."""
     if DETECTED != "amx":
         pytest.skip(f"this CPU supports at most {DETECTED}")
     info = _core.type_info(t)
-    assert "amx" in info["gemm_kernels"], f"{t} has no AMX gemm kernel on an AMX CPU"
-    rng = np.random.default_rng([SEED, GEMM_TYPES.index(t)])
-    for n, nrows, ntok in [(32, 1, 1), (64, 16, 16), (256, 17, 33), (576, 40, 5), (1536, 64, 48)]:
+    bs = info["block_size"]
+    unit = max(bs, 32)
+    rng = np.random.default_rng([SEED, AMX_TYPES.index(t)])
+    for k, nrows, ntok in [(1, 1, 1), (2, 16, 16), (4, 17, 33), (3, 40, 5), (6, 300, 48), (8, 31, 130)]:
+        n = k * unit if unit >= 256 else k * 256
         w = rng.standard_normal((nrows, n)).astype(np.float32) * 10 ** rng.uniform(-2, 2, (nrows, 1)).astype(np.float32)
-        a = rng.standard_normal((ntok, n)).astype(np.float32)
-        wq, aq = _core.quantize(t, w), _core.quantize(info["vec_dot_type"], a)
-        got = _core.gemm(t, "amx", wq.tobytes(), aq.tobytes(), n, nrows, ntok)
-        wr, ar = wq.size // nrows, aq.size // ntok
-        for r in range(nrows):
-            wrow = wq[r * wr:(r + 1) * wr]
-            wd = _core.dequantize(t, wrow, n)
-            for tk in range(ntok):
-                arow = aq[tk * ar:(tk + 1) * ar]
-                ref = _core.vec_dot(t, "scalar", wrow.tobytes(), arow.tobytes(), n)
-                ad = _core.dequantize(info["vec_dot_type"], arow, n)
-                tol = (n // 16 + 32) * 2.0**-23 * _s_bound(wd, ad, 32)
-                assert abs(got[tk, r] - ref) <= tol, f"{t} n={n} row {r} token {tk}: {got[tk, r]} vs {ref} (seed {SEED})"
+        x = rng.standard_normal((ntok, n)).astype(np.float32) * 10 ** rng.uniform(-1, 1, (ntok, 1)).astype(np.float32)
+        wq = _core.quantize(t, w)
+        got = _core.amx_matmul(t, wq.tobytes(), x, nrows)
+        wd = _core.dequantize(t, wq, n * nrows).reshape(nrows, n).astype(np.float64)
+        ref = x.astype(np.float64) @ wd.T
+        bound = np.abs(x.astype(np.float64)) @ np.abs(wd).T * (2.0**-8 + (n / 16 + 32) * 2.0**-23) + 1e-30
+        assert np.isfinite(got).all(), f"{t} {n}x{nrows}x{ntok}: unwritten outputs (seed {SEED})"
+        worst = np.max(np.abs(got - ref) / bound)
+        assert worst <= 1.0, f"{t} n={n} rows={nrows} tokens={ntok}: error {worst:.2f}x the bound (seed {SEED})"
 
 
-@pytest.mark.parametrize("t", GEMM_TYPES)
+def test_amx_matmul_rejects_bad_shapes():
+    if DETECTED != "amx":
+        pytest.skip(f"this CPU supports at most {DETECTED}")
+    wq = _core.quantize("Q8_0", np.ones((2, 64), np.float32))
+    with pytest.raises(Exception):
+        _core.amx_matmul("Q8_0", wq.tobytes(), np.ones((3, 64), np.float32), 3)   # 2 rows given
+    with pytest.raises(Exception):
+        _core.amx_matmul("Q8_0", wq.tobytes(), np.ones((3, 48), np.float32), 2)   # not whole blocks
+
+
+@pytest.mark.parametrize("t", ["Q4_K", "Q6_K", "Q5_K", "IQ4_XS"])
 def test_amx_prompt_logits_match_avx512(t, tmp_path):
-    """Whole-model prompt processing through AMX tiles agrees with the AVX-512 path."""
+    """Whole-model prompt processing through AMX tiles (batches of >= 128 tokens) agrees
+    with the AVX-512 path."""
     if DETECTED != "amx":
         pytest.skip(f"this CPU supports at most {DETECTED}")
     import lowbit
@@ -267,7 +279,7 @@ def test_amx_prompt_logits_match_avx512(t, tmp_path):
     path = str(tmp_path / f"small-{t}.gguf")
     random_model.make(path, "small", t, seed=1)
     llm = lowbit.LLM(path, n_ctx=256, n_threads=4)
-    tokens = np.random.default_rng(SEED).integers(0, llm.n_vocab, 64).tolist()
+    tokens = np.random.default_rng(SEED).integers(0, llm.n_vocab, 160).tolist()
     _core.set_isa("amx")
     amx = np.array(llm.logits(tokens))
     _core.set_isa("avx512")

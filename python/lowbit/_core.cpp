@@ -8,6 +8,7 @@
 #include "context.h"
 #include "formats/registry.h"
 #include "gguf/gguf.h"
+#include "kernels/amx/amx_gemm.h"
 #include "models/model.h"
 #include "sampler.h"
 #include "tokenizer.h"
@@ -164,6 +165,30 @@ py::array_t<float> gemm(const std::string& type_name, const std::string& isa, py
     return out;
 }
 
+// c[ntok][nrows] = w . x^T on AMX tiles (bf16; kernels/amx/amx_gemm.h), for kernel tests:
+// w holds nrows rows of n elements of `type`, x is ntok x n floats.
+py::array_t<float> amx_matmul(const std::string& type_name, py::bytes w,
+                              py::array_t<float, py::array::c_style | py::array::forcecast> x, int64_t nrows) {
+    const TypeTraits& tr = traits_by_name(type_name);
+    if (detected_isa() != Isa::Amx) throw Error("this CPU does not support amx");
+    if (x.ndim() != 2) throw Error("amx_matmul: x must be 2-D (tokens x n)");
+    const int64_t ntok = x.shape(0), n = x.shape(1);
+    if (n <= 0 || ntok <= 0 || nrows <= 0 || n % tr.block_size) throw Error("amx_matmul: bad shape");
+    std::string ws = w;
+    const size_t wr = row_bytes(type_id_of(tr), n);
+    if (ws.size() != wr * size_t(nrows)) throw Error("amx_matmul: buffer sizes do not match");
+    py::array_t<float> out({ntok, nrows});
+    float* c = out.mutable_data();
+    const float* xs = x.data();
+    {
+        py::gil_scoped_release nogil;
+        std::vector<uint8_t> tokens(amx::packed_tokens_bytes(n, ntok));
+        amx::pack_tokens(n, ntok, 0, (ntok + 15) / 16, xs, n, tokens.data());
+        amx::matmul_bf16(tr.to_float, n, nrows, ntok, reinterpret_cast<const uint8_t*>(ws.data()), wr, tokens.data(), c, nrows);
+    }
+    return out;
+}
+
 // Seconds per pass of one ISA's dot kernel over every row of w (best of `repeats`):
 // the kernel alone, for bench/dot_kernels.py.
 double bench_vec_dot(const std::string& type_name, const std::string& isa, py::bytes w, py::bytes a, int64_t n,
@@ -263,6 +288,7 @@ PYBIND11_MODULE(_core, m) {
     m.def("vec_dot", &vec_dot);
     m.def("gemm", &gemm, py::arg("type"), py::arg("isa"), py::arg("w"), py::arg("a"), py::arg("n"), py::arg("nrows"),
           py::arg("ntok"));
+    m.def("amx_matmul", &amx_matmul, py::arg("type"), py::arg("w"), py::arg("x"), py::arg("nrows"));
     m.def("bench_vec_dot", &bench_vec_dot, py::arg("type"), py::arg("isa"), py::arg("w"), py::arg("a"), py::arg("n"),
           py::arg("iters") = 1, py::arg("repeats") = 5);
     m.def("type_names", [] {

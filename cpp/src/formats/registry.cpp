@@ -29,7 +29,6 @@ struct Registry {
         // only ever called when the CPU was found to support it.
         register_avx2_kernels(table);
         register_avx512_kernels(table);
-        register_amx_kernels(table);
         detected = detect_best_isa();
         active = detected;
         if (const char* env = std::getenv("LOWBIT_ISA")) {
@@ -102,6 +101,5 @@ VecDotFn vec_dot_for(Type t, Isa isa) {
 
 VecDotFn best_vec_dot(Type t) { return vec_dot_for(t, active_isa()); }
 
-GemmFn best_gemm(Type t) { return type_traits(t).gemm[int(active_isa())]; }
 
 }  // namespace lowbit

@@ -41,7 +41,8 @@ using QuantizeRowsFn = void (*)(const float* src, void* dst, int64_t nrows, int6
 // out = dot(weight row w in this type, activation row a in vec_dot_type), n elements.
 using VecDotFn = void (*)(int64_t n, float* out, const void* w, const void* a);
 // Matrix-matrix product for prompt processing: c[t * ldc + r] = dot(w row r, a row t)
-// for r < nrows, t < ntok; rows of n elements, w_stride / a_stride bytes apart.
+// for r < nrows, t < ntok; rows of n elements, w_stride / a_stride bytes apart.  (AMX
+// products take float activations and serve every format: kernels/amx/amx_gemm.h.)
 using GemmFn = void (*)(int64_t n, int64_t nrows, int64_t ntok, const void* w, size_t w_stride, const void* a,
                         size_t a_stride, float* c, int64_t ldc);
 
@@ -60,7 +61,7 @@ struct TypeTraits {
     // Activations are converted to this type before the dot (Q8_0 for Q4_0, ...).
     Type vec_dot_type = Type::F32;
     VecDotFn vec_dot[kIsaCount] = {};
-    // Optional tiled kernels (AMX); null means matmul loops over vec_dot.
+    // Optional tiled kernels (the packed AVX-512 ones, for tests); null: none.
     GemmFn gemm[kIsaCount] = {};
 };
 
@@ -78,7 +79,6 @@ Isa detected_isa();                    // best the hardware supports, ignoring L
 void set_active_isa(Isa isa);          // for tests; throws if the CPU lacks it
 VecDotFn best_vec_dot(Type t);
 VecDotFn vec_dot_for(Type t, Isa isa); // exact ISA's fallback chain, as best_vec_dot would use
-GemmFn best_gemm(Type t);              // the active ISA's tiled kernel, or null
 
 // Family registration hooks, one per file under formats/ and kernels/<isa>/.
 // registry.cpp calls each once to fill the table.
@@ -91,6 +91,5 @@ void register_ternary_formats(TypeTable& table);
 void register_mxfp4_format(TypeTable& table);
 void register_avx2_kernels(TypeTable& table);
 void register_avx512_kernels(TypeTable& table);
-void register_amx_kernels(TypeTable& table);
 
 }  // namespace lowbit

@@ -8,6 +8,7 @@
 
 #include "common.h"
 #include "gguf/gguf.h"
+#include "kernels/amx/amx_gemm.h"
 #include "kernels/avx512/ops512.h"
 #include "kernels/avx512/packed.h"
 
@@ -20,9 +21,12 @@ namespace {
 constexpr int64_t kRowGrain = 16;
 // Tokens processed against one tile of weight rows, so the tile stays in cache.
 constexpr int64_t kTokenTile = 8;
-// The tiled (AMX) path pays off once a 16-token tile is mostly full.
-constexpr int64_t kGemmMinTokens = 16;
-constexpr int64_t kGemmRowGrain = 64;
+// Prompt batches of at least this many tokens take the AMX tiles (amx_gemm.h): they
+// dequantize every weight once per product, which the tile unit's speed repays only over
+// many tokens; shorter batches stay on the packed int8 kernels.
+constexpr int64_t kAmxMinTokens = 128;
+// Weight rows per AMX task (whole tiles; parallel_for hands out several per thread).
+constexpr int64_t kAmxRowGrain = 32;
 // Packed kernels: tokens per pass over a chunk of rows (their packed activations stay in
 // L1 while the chunk's weights come from L2).
 constexpr int64_t kPackedTokenBlock = 16;
@@ -72,12 +76,27 @@ uint8_t* aligned64(std::vector<uint8_t>& buf, size_t bytes) {
 // Row stride, in floats, of F16 activations held as floats: whole 64-byte lines.
 int64_t f16_act_stride(int64_t cols) { return (cols + 15) / 16 * 16; }
 
+// Formats whose packed int8 kernels outrun the bf16 tiles: 32-element blocks need one
+// float step per 512 products, and their weights need no dequantization.  Measured on the
+// device machine's Xeon (16 threads, Llama-3.2-1B shape, pp512 t/s, VNNI / AMX): Q4_0
+// 1010 / 800, Q8_0 978 / 808, but Q4_K_M 595 / 902 (K-quants scale every 16 elements).
+bool vnni_beats_amx(Type t) { return t == Type::Q4_0 || t == Type::Q4_1 || t == Type::Q5_0 || t == Type::Q8_0; }
+
+// Whether the product with w for n_tokens tokens runs on AMX tiles: quantized weights
+// (and BF16, exact in bf16) of long prompt batches, where the CPU has AMX.  F16/F32
+// weights stay on the float kernels (bf16 would round them).
+bool amx_path(const WeightView& w, int64_t n_tokens) {
+    if (active_isa() != Isa::Amx || n_tokens < kAmxMinTokens || vnni_beats_amx(w.type)) return false;
+    const TypeTraits& wt = type_traits(w.type);
+    return (wt.is_quantized || w.type == Type::BF16) && wt.to_float;
+}
+
 // Whether products with w for n_tokens tokens take matmul_many's packed (or F16) AVX-512
-// kernels, rather than the per-row vec_dot path or AMX tiles (matmul_generic).
+// kernels, rather than AMX tiles (matmul_amx) or the per-row vec_dot path (matmul_generic).
 bool fast_path(const WeightView& w, int64_t n_tokens) {
     if (int(active_isa()) < int(Isa::Avx512)) return false;
     if (!packed_path(w.type) && w.type != Type::F16) return false;
-    return !(active_isa() == Isa::Amx && n_tokens >= kGemmMinTokens && best_gemm(w.type));
+    return !amx_path(w, n_tokens);
 }
 
 // The process-wide registry of packed copies (see PackedWeights).
@@ -99,23 +118,14 @@ std::unordered_map<PackedKey, std::weak_ptr<PackedWeights::Entry>, PackedKeyHash
     return *map;
 }
 
-// Any format on any ISA: the registry's vec_dot per row and token, or, for prompt batches
-// on AMX, the format's tiled gemm.
+// Any format on any ISA: the registry's vec_dot per row and token.
 void matmul_generic(const WeightView& w, const float* x, int64_t n_tokens, float* y, int64_t ld_y, ThreadPool& pool,
                     MatmulScratch& scratch) {
     const TypeTraits& wt = type_traits(w.type);
-    const GemmFn gemm = n_tokens >= kGemmMinTokens ? best_gemm(w.type) : nullptr;
     const VecDotFn dot = best_vec_dot(w.type);
     if (!dot) fail(std::string("no dot kernel for weight type ") + wt.name);
     size_t act_row = 0;
     const uint8_t* act = convert_act(w, x, n_tokens, pool, scratch, &act_row);
-
-    if (gemm && active_isa() == Isa::Amx) {   // tiled kernel: each thread takes whole row chunks against every token
-        pool.parallel_for(w.rows, kGemmRowGrain, [&](int64_t r0, int64_t r1) {
-            gemm(w.cols, r1 - r0, n_tokens, w.row(r0), w.row_bytes, act, act_row, y + r0, ld_y);
-        });
-        return;
-    }
     pool.parallel_for(w.rows, kRowGrain, [&](int64_t r0, int64_t r1) {
         for (int64_t rb = r0; rb < r1; rb += kRowGrain) {
             const int64_t re = std::min(r1, rb + kRowGrain);
@@ -128,6 +138,20 @@ void matmul_generic(const WeightView& w, const float* x, int64_t n_tokens, float
                 }
             }
         }
+    });
+}
+
+// AMX tiles (amx_path): the tokens rounded to bf16 and packed once, then each task
+// dequantizes its rows once and runs them against every token.
+void matmul_amx(const WeightView& w, const float* x, int64_t n_tokens, float* y, int64_t ld_y, ThreadPool& pool,
+                MatmulScratch& scratch) {
+    uint8_t* tokens = aligned64(scratch.act, amx::packed_tokens_bytes(w.cols, n_tokens));
+    pool.parallel_for((n_tokens + 15) / 16, 1, [&](int64_t t0, int64_t t1) {
+        amx::pack_tokens(w.cols, n_tokens, t0, t1, x, w.cols, tokens);
+    });
+    const ToFloatFn to_float = type_traits(w.type).to_float;
+    pool.parallel_for(w.rows, kAmxRowGrain, [&](int64_t r0, int64_t r1) {
+        amx::matmul_bf16(to_float, w.cols, r1 - r0, n_tokens, w.row(r0), w.row_bytes, tokens, y + r0, ld_y);
     });
 }
 
@@ -191,6 +215,7 @@ void matmul_many(const MatmulJob* jobs, int count, const float* x, int64_t n_tok
     if (!together) {
         for (int j = 0; j < count; ++j) {
             if (fast_path(*jobs[j].w, n_tokens)) matmul_many(&jobs[j], 1, x, n_tokens, pool, scratch);
+            else if (amx_path(*jobs[j].w, n_tokens)) matmul_amx(*jobs[j].w, x, n_tokens, jobs[j].y, jobs[j].ld_y, pool, scratch);
             else matmul_generic(*jobs[j].w, x, n_tokens, jobs[j].y, jobs[j].ld_y, pool, scratch);
         }
         return;

@@ -1,33 +1,35 @@
-// AMX kernels, compiled with the AMX flags (plus AVX-512) and only ever run after
-// detected_isa() reported Isa::Amx.
+// AMX kernels (see amx_gemm.h), compiled with the AMX flags (plus AVX-512) and only ever
+// run after detected_isa() reported Isa::Amx.
 //
-// Dots (one weight row x one token) gain nothing from tiles: the Isa::Amx slots stay
-// empty and vec_dot_for(type, Isa::Amx) falls back to the AVX-512 kernels.  What AMX is
-// for is the matrix-matrix case of prompt processing; amx_gemm.h has a prototype of that
-// (Q8_0 and Q4_1 weights) for the gemm slot proposed in the kernels report.
-//
-// Tile plan per 16 weight rows x 16 tokens, one 32-element quant block at a time (the
-// scales change every block, so K = 32 per tile product):
-//   tmm1  A: 16 rows x 32 bytes, the weights' codes (Q8_0: loaded in place with the row
-//            stride; Q4_1: nibbles unpacked to a 16 x 32 buffer first)
-//   tmm2  B: 8 rows x 64 bytes, the 16 tokens' codes in VNNI order (4 consecutive k of
-//            token t at bytes 4t..4t+3 of row k/4), packed once per call
-//   tmm0  C: 16 x 16 int32 = the exact block dots, stored and then scaled in float:
-//            acc[r][t] += float(C[r][t]) * (dw[r] * da[t])   (+ mw[r] * sa[t])
+// Tile plan: every tile is 16 rows x 64 bytes.
+//   A (tmm4, tmm5)  16 tokens x 32 bf16 of one 32-element block of k
+//   B (tmm6, tmm7)  16 weight rows in VNNI order: row p holds, for each weight row j,
+//                   the bf16 pair (k = 2p, 2p + 1) of the block at bytes 4j..4j+3
+//   C (tmm0..tmm3)  16 tokens x 16 weight rows, fp32: C[t][j] += sum_k A[t][k] B(k, j)
+// so a C tile's rows are runs of 16 consecutive outputs of one token, stored straight
+// into c.  Two token tiles x two weight tiles per pass: each A and B load serves two
+// products.  Weight rows are prepared 128 at a time (the slab, in L2) and every pair of
+// token tiles streams past them.
 #include "kernels/avx2/x86_common.h"   // first: it sets up the intrinsics headers
 
 #include <cstddef>
 #include <cstring>
 #include <new>
 
-#include "formats/blocks.h"
-#include "cpu_features.h"
-#include "formats/registry.h"
 #include "kernels/amx/amx_gemm.h"
 
 namespace lowbit {
+namespace amx {
 
 namespace {
+
+constexpr int kTile = 16;             // tokens or weight rows per tile
+constexpr int64_t kBlock = 32;        // bf16 elements of a row per tile row (64 bytes)
+constexpr size_t kTileBytes = 1024;   // 16 rows x 64 bytes
+constexpr int64_t kSlabTiles = 8;     // weight tiles prepared at a time (128 rows)
+
+int64_t k_blocks(int64_t n) { return (n + kBlock - 1) / kBlock; }
+int64_t tiles(int64_t m) { return (m + kTile - 1) / kTile; }
 
 struct alignas(64) TileConfig {
     uint8_t palette_id = 1;
@@ -39,168 +41,171 @@ struct alignas(64) TileConfig {
 
 void configure_tiles() {
     TileConfig cfg;
-    cfg.rows[0] = 16; cfg.colsb[0] = 64;   // C: 16 x 16 int32
-    cfg.rows[1] = 16; cfg.colsb[1] = 32;   // A: 16 rows x 32 codes
-    cfg.rows[2] = 8;  cfg.colsb[2] = 64;   // B: 32 k x 16 tokens, VNNI order
+    for (int i = 0; i < 8; ++i) {
+        cfg.rows[i] = 16;
+        cfg.colsb[i] = 64;
+    }
     _tile_loadconfig(&cfg);
 }
 
-constexpr int kTile = 16;
+// Sixteen floats rounded to bf16, to nearest even (infinities stay infinite; the inputs,
+// activations and dequantized weights, are never NaN).
+inline __m256i to_bf16(__m512 v) {
+    const __m512i u = _mm512_castps_si512(v);
+    const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+    const __m512i r = _mm512_add_epi32(u, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7FFF)));
+    return _mm512_cvtepi32_epi16(_mm512_srli_epi32(r, 16));
+}
 
-// Plain heap buffers: no std:: containers in a file built with AMX/AVX-512 flags (their
-// out-of-line members would be weak symbols the linker may hand to scalar code).
-struct Buffer {
-    void* mem = nullptr;
-    explicit Buffer(size_t bytes) : mem(::operator new(bytes ? bytes : 1)) {}
-    ~Buffer() { ::operator delete(mem); }
-    Buffer(const Buffer&) = delete;
-    Buffer& operator=(const Buffer&) = delete;
-    template <class T>
-    T* at(size_t byte_offset) const { return reinterpret_cast<T*>(static_cast<uint8_t*>(mem) + byte_offset); }
+// n floats -> nkb * 32 bf16, zero padded.
+void row_to_bf16(const float* x, int64_t n, int64_t nkb, uint16_t* out) {
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i), to_bf16(_mm512_loadu_ps(x + i)));
+    if (i < n) {
+        const __mmask16 m = __mmask16((1u << (n - i)) - 1);
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i), to_bf16(_mm512_maskz_loadu_ps(m, x + i)));
+        i += 16;
+    }
+    for (; i < nkb * kBlock; i += 16) _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i), _mm256_setzero_si256());
+}
+
+// A thread's growing scratch.  Plain heap memory: no std:: containers in a file built with
+// AMX flags (their out-of-line members would be weak symbols the linker may hand to code
+// that runs on any CPU; see x86_common.h).
+struct Scratch {
+    uint8_t* p = nullptr;
+    size_t cap = 0;
+    Scratch() = default;
+    Scratch(const Scratch&) = delete;
+    Scratch& operator=(const Scratch&) = delete;
+    ~Scratch() { ::operator delete(p, std::align_val_t(64)); }
+    uint8_t* get(size_t bytes) {
+        if (bytes > cap) {
+            ::operator delete(p, std::align_val_t(64));
+            p = nullptr;
+            p = static_cast<uint8_t*>(::operator new(bytes, std::align_val_t(64)));
+            cap = bytes;
+        }
+        return p;
+    }
 };
+thread_local Scratch tls_slab;   // prepared weight tiles
+thread_local Scratch tls_row;    // one row as floats and as bf16
 
-inline float token_sum(const BlockQ8_0&) { return 0.0f; }
-inline float token_sum(const BlockQ8_1& b) { return h2f(b.s); }
-
-// All tokens, packed once per call for tmm2: per 16-token tile and block, 8 x 64 code
-// bytes, then 16 scales d and 16 sums s (zero for missing tokens).
-constexpr size_t kTokBlockBytes = 512 + 2 * kTile * sizeof(float);
-
-template <class BY>
-void pack_tokens(const uint8_t* a, size_t a_stride, int64_t ntok, int64_t nb, uint8_t* dst) {
-    std::memset(dst, 0, size_t((ntok + kTile - 1) / kTile) * size_t(nb) * kTokBlockBytes);
-    for (int64_t t = 0; t < ntok; ++t) {
-        const BY* row = reinterpret_cast<const BY*>(a + size_t(t) * a_stride);
-        uint8_t* tile = dst + size_t(t / kTile) * size_t(nb) * kTokBlockBytes;
-        const int64_t tt = t % kTile;
-        for (int64_t kb = 0; kb < nb; ++kb) {
-            uint8_t* blk = tile + size_t(kb) * kTokBlockBytes;
-            for (int q = 0; q < 8; ++q) std::memcpy(blk + 64 * q + 4 * tt, row[kb].qs + 4 * q, 4);
-            reinterpret_cast<float*>(blk + 512)[tt] = h2f(row[kb].d);
-            reinterpret_cast<float*>(blk + 512)[kTile + tt] = token_sum(row[kb]);
+// Rows [0, nr) of w into B tiles: tile rt, block kb at slab + (rt * nkb + kb) * 1024,
+// pair p of row j at byte 64p + 4j.  Rows past nr (up to the tile) are zero.
+void prepare_rows(ToFloatFn to_float, int64_t n, int64_t nkb, const uint8_t* w, size_t w_stride, int64_t nr,
+                  float* rowf, uint16_t* rowbf, uint8_t* slab) {
+    const int64_t padded = tiles(nr) * kTile;
+    for (int64_t j = 0; j < padded; ++j) {
+        if (j < nr) {
+            to_float(w + size_t(j) * w_stride, rowf, n);
+            row_to_bf16(rowf, n, nkb, rowbf);
+        } else {
+            std::memset(rowbf, 0, size_t(nkb * kBlock) * sizeof(uint16_t));
+        }
+        uint8_t* dst = slab + size_t((j / kTile) * nkb) * kTileBytes + size_t(j % kTile) * 4;
+        for (int64_t kb = 0; kb < nkb; ++kb) {
+            const uint16_t* src = rowbf + kb * kBlock;
+            uint8_t* d = dst + size_t(kb) * kTileBytes;
+            for (int p = 0; p < 16; ++p) std::memcpy(d + 64 * p, src + 2 * p, 4);
         }
     }
 }
 
-// A weight row tile prepared once for all token tiles: where each block's 16 x 32 codes
-// are (in place, or in `codes`), and the 16 row scales (and mins) per block.
-struct RowTile {
-    const uint8_t* a = nullptr;   // codes of block kb at a + kb * a_step, rows a_stride apart
-    size_t a_step = 0, a_stride = 0;
-};
-
-struct Q8_0W {
-    static constexpr bool kMin = false;
-    static RowTile prepare(const uint8_t* w, size_t stride, int64_t nr, int64_t nb, uint8_t* codes, float* dw, float*) {
-        for (int64_t kb = 0; kb < nb; ++kb)
-            for (int r = 0; r < kTile; ++r)
-                dw[kb * kTile + r] = r < nr ? h2f(reinterpret_cast<const BlockQ8_0*>(w + size_t(r) * stride)[kb].d) : 0.0f;
-        if (nr == kTile) return {w + offsetof(BlockQ8_0, qs), sizeof(BlockQ8_0), stride};
-        std::memset(codes, 0, size_t(nb) * kTile * 32);   // ragged tile: copy, zero rows below
-        for (int64_t kb = 0; kb < nb; ++kb)
-            for (int64_t r = 0; r < nr; ++r)
-                std::memcpy(codes + (kb * kTile + r) * 32, reinterpret_cast<const BlockQ8_0*>(w + size_t(r) * stride)[kb].qs, 32);
-        return {codes, kTile * 32, 32};
+// A C tile -> c[t * ldc + j] for the valid vt tokens and vr rows; `stored(p, stride)`
+// stores the tile (the tile number must be a literal in _tile_stored).
+template <class Store>
+inline void store_tile(float* c, int64_t ldc, int64_t vt, int64_t vr, const Store& stored) {
+    if (vt == kTile && vr == kTile) {
+        stored(c, ldc * int64_t(sizeof(float)));
+        return;
     }
-    static void dot() { _tile_dpbssd(0, 1, 2); }   // s8 weights x s8 tokens
-};
-
-struct Q4_1W {
-    static constexpr bool kMin = true;
-    static RowTile prepare(const uint8_t* w, size_t stride, int64_t nr, int64_t nb, uint8_t* codes, float* dw, float* mw) {
-        for (int64_t kb = 0; kb < nb; ++kb)
-            for (int r = 0; r < kTile; ++r) {
-                uint8_t* dst = codes + (kb * kTile + r) * 32;
-                if (r < nr) {
-                    const BlockQ4_1& b = reinterpret_cast<const BlockQ4_1*>(w + size_t(r) * stride)[kb];
-                    dw[kb * kTile + r] = h2f(b.d);
-                    mw[kb * kTile + r] = h2f(b.m);
-                    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst), nibbles_32(b.qs));
-                } else {
-                    dw[kb * kTile + r] = mw[kb * kTile + r] = 0.0f;
-                    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst), _mm256_setzero_si256());
-                }
-            }
-        return {codes, kTile * 32, 32};
-    }
-    static void dot() { _tile_dpbusd(0, 1, 2); }   // u8 codes x s8 tokens
-};
-
-// One 16-row x 16-token tile over all blocks.
-template <class WOps>
-void tile_product(const RowTile& rt, const float* dw, const float* mw, const uint8_t* tok, int64_t nb, float* c,
-                  int64_t ldc, int64_t nr, int64_t nt) {
-    __m512 acc[kTile];
-    for (auto& v : acc) v = _mm512_setzero_ps();
-    alignas(64) int32_t ctile[kTile * kTile];
-    for (int64_t kb = 0; kb < nb; ++kb) {
-        const uint8_t* blk = tok + size_t(kb) * kTokBlockBytes;
-        _tile_zero(0);
-        _tile_loadd(1, rt.a + size_t(kb) * rt.a_step, int64_t(rt.a_stride));
-        _tile_loadd(2, blk, 64);
-        WOps::dot();
-        _tile_stored(0, ctile, 64);
-        const __m512 da = _mm512_loadu_ps(reinterpret_cast<const float*>(blk + 512));
-        const __m512 sa = _mm512_loadu_ps(reinterpret_cast<const float*>(blk + 512) + kTile);
-        const float* dwb = dw + kb * kTile;
-        const float* mwb = mw + kb * kTile;
-        for (int r = 0; r < kTile; ++r) {
-            const __m512 sumi = _mm512_cvtepi32_ps(_mm512_load_si512(ctile + kTile * r));
-            acc[r] = _mm512_fmadd_ps(sumi, _mm512_mul_ps(_mm512_set1_ps(dwb[r]), da), acc[r]);
-            if constexpr (WOps::kMin) acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(mwb[r]), sa, acc[r]);
-        }
-    }
-    alignas(64) float out[kTile * kTile];
-    for (int r = 0; r < kTile; ++r) _mm512_store_ps(out + kTile * r, acc[r]);
-    for (int64_t t = 0; t < nt; ++t)
-        for (int64_t r = 0; r < nr; ++r) c[t * ldc + r] = out[kTile * r + t];
+    alignas(64) float tmp[kTile * kTile];
+    stored(tmp, int64_t(kTile * sizeof(float)));
+    for (int64_t t = 0; t < vt; ++t) std::memcpy(c + t * ldc, tmp + t * kTile, size_t(vr) * sizeof(float));
 }
 
-// Tokens packed once; each row tile prepared once and run against every token tile.
-template <class WOps, class BY>
-void amx_gemm(int64_t n, int64_t nrows, int64_t ntok, const void* w, size_t w_stride, const void* a, size_t a_stride,
-              float* c, int64_t ldc) {
-    const int64_t nb = n / 32;
-    const int64_t ntt = (ntok + kTile - 1) / kTile;
-    Buffer tok(size_t(ntt) * size_t(nb) * kTokBlockBytes);   // allocate before touching tile state
-    Buffer row(size_t(nb) * kTile * (32 + 2 * sizeof(float)));
-    uint8_t* codes = row.at<uint8_t>(0);
-    float* dw = row.at<float>(size_t(nb) * kTile * 32);
-    float* mw = dw + size_t(nb) * kTile;
-    pack_tokens<BY>(static_cast<const uint8_t*>(a), a_stride, ntok, nb, tok.at<uint8_t>(0));
+// Up to two token tiles (a0, a1) x two weight tiles (b0, b1) over every block of k.
+template <bool kTwoT, bool kTwoR>
+inline void tile_pass(int64_t nkb, const uint8_t* a0, const uint8_t* a1, const uint8_t* b0, const uint8_t* b1) {
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    for (int64_t kb = 0; kb < nkb; ++kb) {
+        const size_t off = size_t(kb) * kTileBytes;
+        _tile_loadd(4, a0 + off, 64);
+        _tile_loadd(6, b0 + off, 64);
+        if constexpr (kTwoR) _tile_loadd(7, b1 + off, 64);
+        if constexpr (kTwoT) _tile_loadd(5, a1 + off, 64);
+        _tile_dpbf16ps(0, 4, 6);
+        if constexpr (kTwoR) _tile_dpbf16ps(1, 4, 7);
+        if constexpr (kTwoT) _tile_dpbf16ps(2, 5, 6);
+        if constexpr (kTwoT && kTwoR) _tile_dpbf16ps(3, 5, 7);
+    }
+}
+
+}  // namespace
+
+size_t packed_tokens_bytes(int64_t n, int64_t ntok) { return size_t(tiles(ntok) * k_blocks(n)) * kTileBytes; }
+
+void pack_tokens(int64_t n, int64_t ntok, int64_t tile0, int64_t tile1, const float* x, int64_t ldx, uint8_t* dst) {
+    const int64_t nkb = k_blocks(n);
+    uint16_t* row = reinterpret_cast<uint16_t*>(tls_row.get(size_t(nkb * kBlock) * sizeof(uint16_t)));
+    for (int64_t tt = tile0; tt < tile1; ++tt) {
+        uint8_t* base = dst + size_t(tt * nkb) * kTileBytes;
+        for (int t = 0; t < kTile; ++t) {
+            const int64_t tok = tt * kTile + t;
+            if (tok < ntok) row_to_bf16(x + tok * ldx, n, nkb, row);
+            else std::memset(row, 0, size_t(nkb * kBlock) * sizeof(uint16_t));
+            for (int64_t kb = 0; kb < nkb; ++kb) std::memcpy(base + size_t(kb) * kTileBytes + 64 * t, row + kb * kBlock, 64);
+        }
+    }
+}
+
+void matmul_bf16(ToFloatFn to_float, int64_t n, int64_t nrows, int64_t ntok, const uint8_t* w, size_t w_stride,
+                 const uint8_t* tokens, float* c, int64_t ldc) {
+    const int64_t nkb = k_blocks(n), ntt = tiles(ntok);
+    const size_t tile_run = size_t(nkb) * kTileBytes;   // one tile's blocks
+    uint8_t* slab = tls_slab.get(size_t(kSlabTiles) * tile_run);
+    uint8_t* rowmem = tls_row.get(size_t(nkb * kBlock) * (sizeof(float) + sizeof(uint16_t)));
+    float* rowf = reinterpret_cast<float*>(rowmem);
+    uint16_t* rowbf = reinterpret_cast<uint16_t*>(rowmem + size_t(nkb * kBlock) * sizeof(float));
     configure_tiles();
-    for (int64_t r0 = 0; r0 < nrows; r0 += kTile) {
-        const int64_t nr = nrows - r0 < kTile ? nrows - r0 : kTile;
-        const RowTile rt = WOps::prepare(static_cast<const uint8_t*>(w) + size_t(r0) * w_stride, w_stride, nr, nb, codes, dw, mw);
-        for (int64_t t0 = 0; t0 < ntok; t0 += kTile) {
-            const int64_t nt = ntok - t0 < kTile ? ntok - t0 : kTile;
-            tile_product<WOps>(rt, dw, mw, tok.at<uint8_t>(size_t(t0 / kTile) * size_t(nb) * kTokBlockBytes), nb,
-                               c + t0 * ldc + r0, ldc, nr, nt);
+    for (int64_t r0 = 0; r0 < nrows; r0 += kSlabTiles * kTile) {
+        const int64_t nr = nrows - r0 < kSlabTiles * kTile ? nrows - r0 : kSlabTiles * kTile;
+        prepare_rows(to_float, n, nkb, w + size_t(r0) * w_stride, w_stride, nr, rowf, rowbf, slab);
+        const int64_t nrt = tiles(nr);
+        for (int64_t tt = 0; tt < ntt; tt += 2) {
+            const bool two_t = tt + 1 < ntt;
+            const uint8_t* a0 = tokens + size_t(tt) * tile_run;
+            const uint8_t* a1 = a0 + tile_run;
+            const int64_t t0 = tt * kTile;
+            const int64_t vt0 = ntok - t0 < kTile ? ntok - t0 : kTile;
+            const int64_t vt1 = two_t ? (ntok - t0 - kTile < kTile ? ntok - t0 - kTile : kTile) : 0;
+            for (int64_t rt = 0; rt < nrt; rt += 2) {
+                const bool two_r = rt + 1 < nrt;
+                const uint8_t* b0 = slab + size_t(rt) * tile_run;
+                const uint8_t* b1 = b0 + tile_run;
+                if (two_t && two_r) tile_pass<true, true>(nkb, a0, a1, b0, b1);
+                else if (two_t) tile_pass<true, false>(nkb, a0, a1, b0, b1);
+                else if (two_r) tile_pass<false, true>(nkb, a0, a1, b0, b1);
+                else tile_pass<false, false>(nkb, a0, a1, b0, b1);
+                const int64_t j0 = r0 + rt * kTile;
+                const int64_t vr0 = nr - rt * kTile < kTile ? nr - rt * kTile : kTile;
+                const int64_t vr1 = two_r ? (nr - (rt + 1) * kTile < kTile ? nr - (rt + 1) * kTile : kTile) : 0;
+                float* c00 = c + t0 * ldc + j0;
+                store_tile(c00, ldc, vt0, vr0, [](float* p, int64_t s) { _tile_stored(0, p, s); });
+                if (two_r) store_tile(c00 + kTile, ldc, vt0, vr1, [](float* p, int64_t s) { _tile_stored(1, p, s); });
+                if (two_t) store_tile(c00 + kTile * ldc, ldc, vt1, vr0, [](float* p, int64_t s) { _tile_stored(2, p, s); });
+                if (two_t && two_r)
+                    store_tile(c00 + kTile * ldc + kTile, ldc, vt1, vr1, [](float* p, int64_t s) { _tile_stored(3, p, s); });
+            }
         }
     }
     _tile_release();
 }
 
-}  // namespace
-
-void amx_gemm_q8_0(int64_t n, int64_t nrows, int64_t ntok, const void* w, size_t w_stride, const void* a,
-                   size_t a_stride, float* c, int64_t ldc) {
-    amx_gemm<Q8_0W, BlockQ8_0>(n, nrows, ntok, w, w_stride, a, a_stride, c, ldc);
-}
-void amx_gemm_q4_1(int64_t n, int64_t nrows, int64_t ntok, const void* w, size_t w_stride, const void* a,
-                   size_t a_stride, float* c, int64_t ldc) {
-    amx_gemm<Q4_1W, BlockQ8_1>(n, nrows, ntok, w, w_stride, a, a_stride, c, ldc);
-}
-
-// No dot kernels of its own (see above): the Isa::Amx slots fall back to AVX-512.
-// Fills the gemm slots only where the CPU (and OS) grant AMX; the vec_dot slots stay
-// empty so single-token products use the AVX-512 kernels.
-void register_amx_kernels(TypeTable& table) {
-    if (detect_best_isa() != Isa::Amx) return;
-    auto& q8 = table[uint32_t(Type::Q8_0)];
-    if (q8.name && q8.vec_dot_type == Type::Q8_0) q8.gemm[int(Isa::Amx)] = amx_gemm_q8_0;
-    auto& q41 = table[uint32_t(Type::Q4_1)];
-    if (q41.name && q41.vec_dot_type == Type::Q8_1) q41.gemm[int(Isa::Amx)] = amx_gemm_q4_1;
-}
-
+}  // namespace amx
 }  // namespace lowbit
