@@ -14,6 +14,9 @@ namespace lowbit::cuda {
 
 bool available();              // a usable CUDA device is present
 std::string device_name();     // of device 0; "" when none
+// The first weight of m whose type has no GPU kernel ("" when the GPU runs them all), so
+// that callers can choose the CPU before LlamaGpu's constructor would refuse the model.
+std::string unsupported_weight(const Model& m);
 
 // The whole llama forward pass on the GPU.  Not thread-safe (one per Context).
 class LlamaGpu {

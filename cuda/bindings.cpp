@@ -18,6 +18,7 @@ namespace lowbit::cuda {
 void bind(py::module_& m) {
     m.def("cuda_available", [] { return available(); });
     m.def("cuda_device_name", [] { return device_name(); });
+    m.def("cuda_unsupported_weight", [](const Model& mo) { return unsupported_weight(mo); }, py::arg("model"));
 
     // y[ntok][rows] = W x on the GPU, with W raw blocks (rows * row_bytes of `type`), x
     // [ntok][cols] float32.  Returns (y, x_used): x_used is what the kernel multiplied

@@ -19,6 +19,9 @@
 #   e2e        `lowbit bench -ngl 99 -p 512 -n 128` on random Llama-3-8B models of E2E_TYPES
 #              (default "Q4_0 Q8_0"), each with everything on and with E2E_CONFIGS' switches
 #              (default: all off = the pre-graph, pre-tensor-core path; the 8-warp tensor-core tiles)
+#   compare    bench/compare_llamacpp.py -ngl 99: lowbit against llama.cpp's llama-bench (a CUDA build,
+#              LLAMA_BENCH=path) side by side on random Llama-3-8B models of E2E_TYPES
+#              (default "Q4_0 Q4_K_M Q8_0 F16")
 #
 # Env: OUT (logs), CORE (above), LOWBIT_CUDA_ARCH (default 90 here; the library default is 80;86;89;90),
 # JOBS.
@@ -127,6 +130,17 @@ print('sanitized forward ok', a.shape, b.shape, c.shape)" 2>&1 | tail -15 | tee 
 old LOWBIT_CUDA_GRAPH=0 LOWBIT_CUDA_MMA=0 LOWBIT_CUDA_PDL=0
 classic LOWBIT_CUDA_MMA_TILE=classic}"
             rm -f /tmp/m8b.gguf
+        done
+        ;;
+    compare)
+        nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,power.draw,temperature.gpu --format=csv,noheader | tee -a "$OUT/compare_cuda.txt"
+        for t in ${E2E_TYPES:-Q4_0 Q4_K_M Q8_0 F16}; do
+            f=/tmp/m8b-$t.gguf
+            python3 -m lowbit.tools.random_model --shape llama3-8b --type "$t" --distinct-rows 512 "$f" > /dev/null \
+                || { status=1; continue; }
+            (cd "$SRC" && python3 bench/compare_llamacpp.py -ngl 99 -r 3 --llama-bench "$LLAMA_BENCH" -m "$f") 2>&1 \
+                | tee -a "$OUT/compare_cuda.txt" || status=1
+            rm -f "$f"
         done
         ;;
     *)

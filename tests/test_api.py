@@ -124,6 +124,24 @@ def test_invalid_arguments(model_path, llm):
         llm.logits([llm.n_vocab + 5])
 
 
+def test_default_gpu_layers_runs_unsupported_models_on_cpu(model_path, monkeypatch):
+    """With no -ngl, a CUDA build puts every layer on the GPU only when the GPU runs every
+    weight type of the model; otherwise it warns and runs on the CPU (rather than failing
+    in the backend).  Without a CUDA device: the CPU, silently."""
+    from lowbit import _core
+    from lowbit.models import default_gpu_layers
+
+    model = _core.Model(model_path)
+    monkeypatch.setattr(_core, "cuda_available", lambda: False)
+    assert default_gpu_layers(model) == 0
+    monkeypatch.setattr(_core, "cuda_available", lambda: True)
+    monkeypatch.setattr(_core, "cuda_unsupported_weight", lambda m: "blk.0.attn_q.weight", raising=False)
+    with pytest.warns(RuntimeWarning, match="blk.0.attn_q.weight"):
+        assert default_gpu_layers(model) == 0
+    monkeypatch.setattr(_core, "cuda_unsupported_weight", lambda m: "", raising=False)
+    assert default_gpu_layers(model) == -1
+
+
 def test_invalid_utf8_prompt(llm):
     out = llm.generate(b"caf\xc3 \xff\xfe ok", max_tokens=4, temperature=0)
     assert isinstance(out, str)

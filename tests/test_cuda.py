@@ -114,6 +114,18 @@ def test_gemv_rejects_bad_input():
         _core.cuda_gemv("NOPE", np.zeros(18, np.uint8), 1, 32, np.zeros((1, 32), np.float32))
 
 
+def test_unsupported_weight_names_the_first_one(tmp_path):
+    """cuda_unsupported_weight: "" for a model the GPU runs, else the first weight whose
+    type has no GPU kernel (the default -ngl then chooses the CPU: tests/test_api.py)."""
+    from lowbit.tools import random_model
+
+    ok, bad = str(tmp_path / "q4_0.gguf"), str(tmp_path / "iq4_xs.gguf")
+    random_model.make(ok, "small", "Q4_0", seed=1)
+    random_model.make(bad, "small", "IQ4_XS", seed=1)
+    assert _core.cuda_unsupported_weight(_core.Model(ok)) == ""
+    assert _core.cuda_unsupported_weight(_core.Model(bad)) == "token_embd.weight"
+
+
 # ---- whole model -------------------------------------------------------------------------
 
 FALLBACK_TEXT = (

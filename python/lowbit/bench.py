@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from . import _core
+from .models import default_gpu_layers
 
 
 @dataclass
@@ -82,7 +83,7 @@ def run(model_path: str, n_prompt: int = 512, n_gen: int = 128, n_threads: int |
     threads = n_threads or os.cpu_count() or 1
     n_ctx = max(n_prompt, n_gen, 16)
     if n_gpu_layers is None:
-        n_gpu_layers = -1 if _core.cuda_available() else 0
+        n_gpu_layers = default_gpu_layers(model)
     ctx = _core.Context(model, n_ctx=n_ctx, n_threads=threads, n_batch=max(n_prompt, 1), n_gpu_layers=n_gpu_layers)
     rng = np.random.default_rng(0)
     base = dict(model_filename=os.path.abspath(model_path), model_type=_model_type(model, model_path),

