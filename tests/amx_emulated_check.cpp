@@ -1,7 +1,8 @@
 // amx_kernels.cpp with the tile instructions emulated in scalar code, so that its
 // layouts (token and weight packing, tile edges, slabs, output placement) are checked on
 // CPUs without AMX: every product against float64 with the bf16 bound of the AMX tests
-// (tests/test_kernels.py), outputs poisoned with NaN first.  The real instructions run in
+// (tests/test_kernels.py), outputs poisoned with NaN first, and the same products from
+// packed copies of the weights (what prompts read once decoding has packed them).  The real instructions run in
 // test_kernels.py on an AMX machine.  Exit status 1 on any failure.
 #include "kernels/avx2/x86_common.h"
 #include <cstring>
@@ -28,6 +29,7 @@ static inline float bf2f(uint16_t h) { uint32_t u = uint32_t(h) << 16; float f; 
     std::memcpy(&emu_t[c][m][4*n], &acc, 4); } } while (0)
 #include "kernels/amx/amx_kernels.cpp"
 #include "formats/registry.h"
+#include "kernels/avx512/packed.h"
 using namespace lowbit;
 int main() {
   std::mt19937 rng(1);
@@ -58,6 +60,20 @@ int main() {
           const double err = std::fabs(c[t * sh.nrows + r] - ref);
           if (!(err <= (1.0 / 256 + (sh.n / 16 + 32) * 0x1p-23) * s + 1e-30)) { if (bad++ < 5) std::printf("%s n=%ld r=%ld t=%ld got %g ref %g\n", tn, sh.n, r, t, c[t*sh.nrows+r], ref); }
           maxrel = std::max(maxrel, err / s);
+        }
+      }
+      // the same product from the packed copy (what prompts read once decoding packed the
+      // matrix): the same floats, so the same bits
+      const Type ty = Type(tr - &type_traits(Type(0)));
+      if (packed512::supports(ty)) {
+        const size_t pr = packed512::weight_row_bytes(ty, sh.n);
+        std::vector<uint8_t> wp(pr * sh.nrows);
+        packed512::pack_weights(ty, sh.n, sh.nrows, wq.data(), rb, wp.data());
+        std::vector<float> cp(sh.ntok * sh.nrows, NAN);
+        amx::matmul_bf16(packed512::packed_to_float(ty), sh.n, sh.nrows, sh.ntok, wp.data(), pr, tok.data(), cp.data(), sh.nrows);
+        if (std::memcmp(cp.data(), c.data(), c.size() * sizeof(float)) != 0) {
+          ++bad;
+          std::printf("%s %ldx%ldx%ld: the packed copy gives other results\n", tn, sh.n, sh.nrows, sh.ntok);
         }
       }
       std::printf("%s %ldx%ldx%ld max err/sum|wx| %.2e\n", tn, sh.n, sh.nrows, sh.ntok, maxrel);

@@ -79,6 +79,23 @@ def test_packed_gemm_bit_identical_to_vec_dot(t):
                     f"{t} n={n}: row {r} token {k}: {got[k, r]} vs scalar {scalar} (seed {SEED})")
 
 
+@pytest.mark.parametrize("t", [t for t in PACKED_TYPES if t != "F16"])
+def test_packed_rows_dequantize_exactly(t):
+    """Dequantizing a packed row (unpack to the original blocks, then to_float: what AMX
+    prompts read once decoding has packed a matrix) gives exactly the original row's
+    floats, partial block groups and compact tails included."""
+    info = _packed_or_skip(t)
+    rng = np.random.default_rng([SEED, 11, PACKED_TYPES.index(t)])
+    unit = max(info["block_size"], 32)
+    for k, nrows in [(1, 1), (2, 3), (3, 2), (17, 2), (18, 3), (40, 2)]:
+        n = k * unit
+        w = rng.standard_normal((nrows, n)).astype(np.float32) * 10 ** rng.uniform(-3, 3, (nrows, 1)).astype(np.float32)
+        wq = _core.quantize(t, w)
+        got = _core.packed_to_float(t, wq.tobytes(), n, nrows)
+        ref = _core.dequantize(t, wq, n * nrows).reshape(nrows, n)
+        assert got.tobytes() == ref.tobytes(), f"{t} n={n}: packed rows dequantize differently (seed {SEED})"
+
+
 @pytest.mark.parametrize("t", ["Q4_1", "Q8_0"])
 def test_packed_gemm_extreme_codes(t):
     """All-maximal weights and activations: the integer totals are exact whatever the bytes."""

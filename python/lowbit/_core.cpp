@@ -9,6 +9,7 @@
 #include "formats/registry.h"
 #include "gguf/gguf.h"
 #include "kernels/amx/amx_gemm.h"
+#include "kernels/avx512/packed.h"
 #include "models/model.h"
 #include "sampler.h"
 #include "tokenizer.h"
@@ -189,6 +190,25 @@ py::array_t<float> amx_matmul(const std::string& type_name, py::bytes w,
     return out;
 }
 
+// nrows rows of `type` packed for the AVX-512 kernels, then dequantized from the packed
+// layout (what AMX prompts read once decoding has packed a matrix), for tests.
+py::array_t<float> packed_to_float(const std::string& type_name, py::bytes w, int64_t n, int64_t nrows) {
+    const TypeTraits& tr = traits_by_name(type_name);
+    const Type t = type_id_of(tr);
+    if (int(detected_isa()) < int(Isa::Avx512)) throw Error("this CPU does not support avx512");
+    if (!packed512::supports(t)) throw Error(std::string(tr.name) + " has no packed layout");
+    if (n <= 0 || nrows <= 0 || n % tr.block_size) throw Error("packed_to_float: bad shape");
+    std::string ws = w;
+    const size_t wr = row_bytes(t, n), pr = packed512::weight_row_bytes(t, n);
+    if (ws.size() != wr * size_t(nrows)) throw Error("packed_to_float: buffer size does not match");
+    std::vector<uint8_t> packed(pr * size_t(nrows));
+    packed512::pack_weights(t, n, nrows, reinterpret_cast<const uint8_t*>(ws.data()), wr, packed.data());
+    py::array_t<float> out({nrows, n});
+    const ToFloatFn fn = packed512::packed_to_float(t);
+    for (int64_t r = 0; r < nrows; ++r) fn(packed.data() + size_t(r) * pr, out.mutable_data() + r * n, n);
+    return out;
+}
+
 // Seconds per pass of one ISA's dot kernel over every row of w (best of `repeats`):
 // the kernel alone, for bench/dot_kernels.py.
 double bench_vec_dot(const std::string& type_name, const std::string& isa, py::bytes w, py::bytes a, int64_t n,
@@ -289,6 +309,7 @@ PYBIND11_MODULE(_core, m) {
     m.def("gemm", &gemm, py::arg("type"), py::arg("isa"), py::arg("w"), py::arg("a"), py::arg("n"), py::arg("nrows"),
           py::arg("ntok"));
     m.def("amx_matmul", &amx_matmul, py::arg("type"), py::arg("w"), py::arg("x"), py::arg("nrows"));
+    m.def("packed_to_float", &packed_to_float, py::arg("type"), py::arg("w"), py::arg("n"), py::arg("nrows"));
     m.def("bench_vec_dot", &bench_vec_dot, py::arg("type"), py::arg("isa"), py::arg("w"), py::arg("a"), py::arg("n"),
           py::arg("iters") = 1, py::arg("repeats") = 5);
     m.def("type_names", [] {

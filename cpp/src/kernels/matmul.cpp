@@ -138,16 +138,21 @@ void matmul_generic(const WeightView& w, const float* x, int64_t n_tokens, float
 }
 
 // AMX tiles (amx_path): the tokens rounded to bf16 and packed once, then each task
-// dequantizes its rows once and runs them against every token.
+// dequantizes its rows once and runs them against every token.  The rows come from the
+// packed copy when decoding has made one (it dropped the mapped pages: reading those again
+// would make the model resident twice), else from the mapped weights.
 void matmul_amx(const WeightView& w, const float* x, int64_t n_tokens, float* y, int64_t ld_y, ThreadPool& pool,
                 MatmulScratch& scratch) {
     uint8_t* tokens = aligned64(scratch.act, amx::packed_tokens_bytes(w.cols, n_tokens));
     pool.parallel_for((n_tokens + 15) / 16, 1, [&](int64_t t0, int64_t t1) {
         amx::pack_tokens(w.cols, n_tokens, t0, t1, x, w.cols, tokens);
     });
-    const ToFloatFn to_float = type_traits(w.type).to_float;
+    const PackedWeights::Entry* pw = scratch.packed.find(w);
+    const ToFloatFn to_float = pw ? packed512::packed_to_float(w.type) : type_traits(w.type).to_float;
+    const uint8_t* rows = pw ? pw->data.data() : w.data;
+    const size_t stride = pw ? pw->row_bytes : w.row_bytes;
     pool.parallel_for(w.rows, kAmxRowGrain, [&](int64_t r0, int64_t r1) {
-        amx::matmul_bf16(to_float, w.cols, r1 - r0, n_tokens, w.row(r0), w.row_bytes, tokens, y + r0, ld_y);
+        amx::matmul_bf16(to_float, w.cols, r1 - r0, n_tokens, rows + size_t(r0) * stride, stride, tokens, y + r0, ld_y);
     });
 }
 
@@ -182,6 +187,26 @@ const PackedWeights::Entry* PackedWeights::get(const WeightView& w, ThreadPool& 
         for (auto it = shared_map().begin(); it != shared_map().end();)
             it = it->second.expired() ? shared_map().erase(it) : std::next(it);
     }
+    std::lock_guard<std::mutex> lock(mu_);
+    auto& slot = map_[w.data];
+    if (!slot) slot = std::move(e);
+    return slot.get();
+}
+
+const PackedWeights::Entry* PackedWeights::find(const WeightView& w) {
+    if (!packed_path(w.type)) return nullptr;
+    {
+        std::lock_guard<std::mutex> lock(mu_);
+        auto it = map_.find(w.data);
+        if (it != map_.end()) return it->second.get();
+    }
+    std::shared_ptr<Entry> e;
+    {
+        std::lock_guard<std::mutex> shared_lock(shared_mu());
+        auto it = shared_map().find(PackedKey{w.data, w.type, w.rows, w.cols});
+        if (it != shared_map().end()) e = it->second.lock();
+    }
+    if (!e) return nullptr;
     std::lock_guard<std::mutex> lock(mu_);
     auto& slot = map_[w.data];
     if (!slot) slot = std::move(e);

@@ -36,6 +36,9 @@ class PackedWeights {
     // The packed copy of w, packing it (on the pool) the first time; null if w's type has
     // no packed layout on the active ISA.
     const Entry* get(const WeightView& w, ThreadPool& pool);
+    // The packed copy of w if one exists already (made by this owner or another context
+    // of the same model), else null; never packs.
+    const Entry* find(const WeightView& w);
     size_t bytes() const;
 
   private:

@@ -558,6 +558,36 @@ void pack_weights(Type t, int64_t n, int64_t nrows, const uint8_t* src, size_t s
     });
 }
 
+namespace {
+// A packed row of type kT, dequantized: unpacked into its original blocks (on the stack
+// for rows up to kStackBytes, else the heap), then the registry's to_float, so the
+// floats are exactly those of the original row.
+template <Type kT>
+void packed_row_to_float(const void* src, float* dst, int64_t n) {
+    constexpr size_t kStackBytes = 32 * 1024;
+    alignas(64) uint8_t stack[kStackBytes];
+    const size_t bytes = row_bytes(kT, n);
+    uint8_t* buf = bytes <= kStackBytes ? stack : static_cast<uint8_t*>(::operator new(bytes));
+    const uint8_t* p = static_cast<const uint8_t*>(src);
+    dispatch(kT, [&](auto f) { pk::unpack_legacy_row<decltype(f)>(n, p, buf); });
+    dispatch_kq(kT, [&](auto f) { pk::unpack_kq_row<decltype(f)>(n, p, buf); });
+    type_traits(kT).to_float(buf, dst, n);
+    if (buf != stack) ::operator delete(buf);
+}
+}  // namespace
+
+ToFloatFn packed_to_float(Type t) {
+    switch (t) {
+        case Type::Q4_0: return packed_row_to_float<Type::Q4_0>;
+        case Type::Q4_1: return packed_row_to_float<Type::Q4_1>;
+        case Type::Q5_0: return packed_row_to_float<Type::Q5_0>;
+        case Type::Q8_0: return packed_row_to_float<Type::Q8_0>;
+        case Type::Q4_K: return packed_row_to_float<Type::Q4_K>;
+        case Type::Q6_K: return packed_row_to_float<Type::Q6_K>;
+        default: return nullptr;
+    }
+}
+
 size_t act_row_bytes(Type t, int64_t n) {
     size_t out = 0;
     dispatch(t, [&](auto) { out = pk::legacy_act_bytes(n); });

@@ -28,6 +28,9 @@ bool supports(Type t);
 size_t weight_row_bytes(Type t, int64_t n);
 // Packs nrows rows (src rows src_stride bytes apart) into dst (weight_row_bytes apart).
 void pack_weights(Type t, int64_t n, int64_t nrows, const uint8_t* src, size_t src_stride, uint8_t* dst);
+// Dequantizes one packed row of n elements (what pack_weights wrote) to exactly the floats
+// of the original row; null if t has no packed layout.
+ToFloatFn packed_to_float(Type t);
 // Bytes of one token's packed activations against a weight of type t.
 size_t act_row_bytes(Type t, int64_t n);
 // Packs one token's activations, already converted to vec_dot_type(t), into dst.

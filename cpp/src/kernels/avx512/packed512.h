@@ -165,6 +165,56 @@ void pack_legacy_row(int64_t n, const uint8_t* src, uint8_t* dst) {
     }
 }
 
+// The exact inverse of pack_legacy_row: the original blocks of one packed row.
+template <class F>
+void unpack_legacy_row(int64_t n, const uint8_t* src, uint8_t* dst) {
+    typename F::BX* x = reinterpret_cast<typename F::BX*>(dst);
+    const int64_t nb = n / 32;
+    const Split sp = split(n);
+    for (int64_t g = 0; g < sp.groups; ++g) {
+        const uint8_t* o = src + g * group_bytes<F>();
+        for (int j = 0; j < 16; ++j) {
+            const int64_t b = 16 * g + kOrd[j];
+            if (b >= nb) continue;
+            auto& blk = x[b];
+            if constexpr (F::kCodes == 256) {
+                for (int k = 0; k < 4; ++k) std::memcpy(blk.qs + 4 * k, o + 64 * k + 4 * j, 4);
+            } else {
+                for (int m = 0; m < 8; ++m)
+                    for (int i = 0; i < 4; ++i) blk.qs[elem0(m) + i] = int8_t(o[64 * m + 4 * j + i] ^ 0x80);
+            }
+            if constexpr (F::kHbits != 0) {
+                uint32_t qh = 0;
+                for (int m = 0; m < 8; ++m) {
+                    const uint64_t mask = load_u64(o + F::kCodes + 8 * m);
+                    for (int i = 0; i < 4; ++i)
+                        if ((mask >> (4 * j + i)) & 1) qh |= 1u << (elem0(m) + i);
+                }
+                std::memcpy(blk.qh, &qh, 4);
+            }
+            const uint8_t* sc = o + F::kCodes + F::kHbits;
+            std::memcpy(&blk.d, sc + 2 * j, 2);
+            if constexpr (F::kMin) std::memcpy(&blk.m, sc + 32 + 2 * j, 2);
+        }
+    }
+    if (sp.tail) {
+        const uint8_t* o = src + sp.groups * group_bytes<F>();
+        constexpr int codes = F::kCodes == 256 ? 32 : 64;
+        for (int k = 0; k < sp.tail; ++k) {
+            auto& blk = x[16 * sp.groups + k];
+            if constexpr (F::kCodes == 256) {
+                std::memcpy(blk.qs, o + 16 * k, 16);
+            } else {
+                for (int i = 0; i < 32; ++i) blk.qs[i] = int8_t(o[32 * k + i] ^ 0x80);
+            }
+            if constexpr (F::kHbits != 0) std::memcpy(blk.qh, o + codes + 4 * k, 4);
+            const uint8_t* sc = o + codes + (F::kHbits ? 8 : 0);
+            std::memcpy(&blk.d, sc + 2 * k, 2);
+            if constexpr (F::kMin) std::memcpy(&blk.m, sc + 4 + 2 * k, 2);
+        }
+    }
+}
+
 template <class F>
 void pack_legacy_act(int64_t n, const uint8_t* q, uint8_t* dst) {
     const typename F::BY* y = reinterpret_cast<const typename F::BY*>(q);
@@ -604,6 +654,44 @@ void pack_kq_row(int64_t n, const uint8_t* src, uint8_t* dst) {
             // nibble registers: L0 = k 0 (low) / 1 (high), L1 = k 2 / 3
             o[64 * (k / 2) + byte] |= uint8_t(lo << (4 * (k % 2)));
             if constexpr (F::kBytes == KQ6::kBytes) o[128 + byte] |= uint8_t(((code[e] >> 4) & 3) << (2 * k));
+        }
+    }
+}
+
+// The exact inverse of pack_kq_row: the original super-blocks of one packed row.
+template <class F>
+void unpack_kq_row(int64_t n, const uint8_t* src, uint8_t* dst) {
+    for (int64_t i = 0; i < n / 256; ++i) {
+        const uint8_t* o = src + i * F::kBytes;
+        uint8_t code[256];
+        for (int e = 0; e < 256; ++e) {
+            int k, byte;
+            kq_pos(e, &k, &byte);
+            uint8_t c = uint8_t((o[64 * (k / 2) + byte] >> (4 * (k % 2))) & 0xF);
+            if constexpr (F::kBytes == KQ6::kBytes) c = uint8_t(c | (((o[128 + byte] >> (2 * k)) & 3) << 4));
+            code[e] = c;
+        }
+        if constexpr (F::kBytes == KQ4::kBytes) {
+            BlockQ4_K& x = reinterpret_cast<BlockQ4_K*>(dst)[i];
+            for (int k = 0; k < 4; ++k)
+                for (int l = 0; l < 32; ++l) x.qs[32 * k + l] = uint8_t(code[64 * k + l] | (code[64 * k + 32 + l] << 4));
+            std::memcpy(x.scales, o + 128, 12);
+            std::memcpy(&x.d, o + 140, 2);
+            std::memcpy(&x.dmin, o + 142, 2);
+        } else {
+            BlockQ6_K& x = reinterpret_cast<BlockQ6_K*>(dst)[i];
+            std::memset(x.ql, 0, sizeof(x.ql));
+            std::memset(x.qh, 0, sizeof(x.qh));
+            for (int h = 0; h < 2; ++h)
+                for (int l = 0; l < 32; ++l)
+                    for (int j = 0; j < 4; ++j) {
+                        const uint8_t c = code[128 * h + l + 32 * j];
+                        if (j < 2) x.ql[64 * h + l + 32 * j] = uint8_t(x.ql[64 * h + l + 32 * j] | (c & 0xF));
+                        else x.ql[64 * h + l + 32 * (j - 2)] = uint8_t(x.ql[64 * h + l + 32 * (j - 2)] | ((c & 0xF) << 4));
+                        x.qh[32 * h + l] = uint8_t(x.qh[32 * h + l] | ((c >> 4) << (2 * j)));
+                    }
+            std::memcpy(x.scales, o + 192, 16);
+            std::memcpy(&x.d, o + 208, 2);
         }
     }
 }
