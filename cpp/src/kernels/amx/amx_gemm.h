@@ -5,7 +5,7 @@
 // sets the pace.  Weights of every format are instead dequantized once per product (the
 // registry's to_float) and rounded to bf16, the activations rounded to bf16 once; each
 // 16 x 16 fp32 output tile then accumulates over the whole row inside the tile unit.
-// Cost: bf16 rounding of weights and activations (relative 2^-9 each), the same order as
+// Cost: bf16 rounding of weights and activations (unit roundoff 2^-8 each), the same order as
 // the int8 activation quantization of the other paths; dequantization is paid once per
 // weight and product, so matmul sends only long prompt batches here.
 //
