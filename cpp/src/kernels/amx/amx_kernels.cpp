@@ -30,6 +30,8 @@ constexpr int64_t kSlabTiles = 8;     // weight tiles prepared at a time (128 ro
 
 int64_t k_blocks(int64_t n) { return (n + kBlock - 1) / kBlock; }
 int64_t tiles(int64_t m) { return (m + kTile - 1) / kTile; }
+// Rows (tokens or weight rows) of the tile starting at `start` that exist, of `total`.
+int64_t valid(int64_t total, int64_t start) { return total - start < kTile ? total - start : kTile; }
 
 struct alignas(64) TileConfig {
     uint8_t palette_id = 1;
@@ -207,7 +209,7 @@ void matmul_bf16(ToFloatFn to_float, int64_t n, int64_t nrows, int64_t ntok, con
     uint8_t* rowsbf = rowmem + size_t(nkb * kBlock) * sizeof(float);
     configure_tiles();
     for (int64_t r0 = 0; r0 < nrows; r0 += kSlabTiles * kTile) {
-        const int64_t nr = nrows - r0 < kSlabTiles * kTile ? nrows - r0 : kSlabTiles * kTile;
+        const int64_t nr = nrows - r0 < kSlabTiles * kTile ? nrows - r0 : kSlabTiles * kTile;   // rows in this slab
         prepare_rows(to_float, n, nkb, w + size_t(r0) * w_stride, w_stride, nr, rowf, rowsbf, slab);
         const int64_t nrt = tiles(nr);
         for (int64_t tt = 0; tt < ntt; tt += 2) {
@@ -215,8 +217,7 @@ void matmul_bf16(ToFloatFn to_float, int64_t n, int64_t nrows, int64_t ntok, con
             const uint8_t* a0 = tokens + size_t(tt) * tile_run;
             const uint8_t* a1 = a0 + tile_run;
             const int64_t t0 = tt * kTile;
-            const int64_t vt0 = ntok - t0 < kTile ? ntok - t0 : kTile;
-            const int64_t vt1 = two_t ? (ntok - t0 - kTile < kTile ? ntok - t0 - kTile : kTile) : 0;
+            const int64_t vt0 = valid(ntok, t0), vt1 = two_t ? valid(ntok, t0 + kTile) : 0;
             for (int64_t rt = 0; rt < nrt; rt += 2) {
                 const bool two_r = rt + 1 < nrt;
                 const uint8_t* b0 = slab + size_t(rt) * tile_run;
@@ -225,10 +226,8 @@ void matmul_bf16(ToFloatFn to_float, int64_t n, int64_t nrows, int64_t ntok, con
                 else if (two_t) tile_pass<true, false>(nkb, a0, a1, b0, b1);
                 else if (two_r) tile_pass<false, true>(nkb, a0, a1, b0, b1);
                 else tile_pass<false, false>(nkb, a0, a1, b0, b1);
-                const int64_t j0 = r0 + rt * kTile;
-                const int64_t vr0 = nr - rt * kTile < kTile ? nr - rt * kTile : kTile;
-                const int64_t vr1 = two_r ? (nr - (rt + 1) * kTile < kTile ? nr - (rt + 1) * kTile : kTile) : 0;
-                float* c00 = c + t0 * ldc + j0;
+                const int64_t vr0 = valid(nr, rt * kTile), vr1 = two_r ? valid(nr, (rt + 1) * kTile) : 0;
+                float* c00 = c + t0 * ldc + r0 + rt * kTile;
                 store_tile(c00, ldc, vt0, vr0, [](float* p, int64_t s) { _tile_stored(0, p, s); });
                 if (two_r) store_tile(c00 + kTile, ldc, vt0, vr1, [](float* p, int64_t s) { _tile_stored(1, p, s); });
                 if (two_t) store_tile(c00 + kTile * ldc, ldc, vt1, vr0, [](float* p, int64_t s) { _tile_stored(2, p, s); });
