@@ -48,7 +48,7 @@ int main() {
       std::vector<uint8_t> wq(rb * sh.nrows);
       for (int64_t r = 0; r < sh.nrows; ++r) tr->from_float(&w[r * sh.n], &wq[r * rb], sh.n);
       std::vector<uint8_t> tok(amx::packed_tokens_bytes(sh.n, sh.ntok));
-      amx::pack_tokens(sh.n, sh.ntok, 0, (sh.ntok + 15) / 16, x.data(), sh.n, tok.data());
+      amx::pack_tokens(sh.n, sh.ntok, 0, amx::token_tiles(sh.ntok), x.data(), sh.n, tok.data());
       std::vector<float> c(sh.ntok * sh.nrows, NAN);
       amx::matmul_bf16(tr->to_float, sh.n, sh.nrows, sh.ntok, wq.data(), rb, tok.data(), c.data(), sh.nrows);
       std::vector<float> wd(sh.n);

@@ -83,11 +83,11 @@ def test_packed_gemm_bit_identical_to_vec_dot(t):
 def test_packed_rows_dequantize_exactly(t):
     """Dequantizing a packed row (unpack to the original blocks, then to_float: what AMX
     prompts read once decoding has packed a matrix) gives exactly the original row's
-    floats, partial block groups and compact tails included."""
+    floats, partial block groups, compact tails and rows too long for the stack included."""
     info = _packed_or_skip(t)
     rng = np.random.default_rng([SEED, 11, PACKED_TYPES.index(t)])
     unit = max(info["block_size"], 32)
-    for k, nrows in [(1, 1), (2, 3), (3, 2), (17, 2), (18, 3), (40, 2)]:
+    for k, nrows in [(1, 1), (2, 3), (3, 2), (17, 2), (18, 3), (40, 2), (1000, 1)]:   # last: rows past 32 KB
         n = k * unit
         w = rng.standard_normal((nrows, n)).astype(np.float32) * 10 ** rng.uniform(-3, 3, (nrows, 1)).astype(np.float32)
         wq = _core.quantize(t, w)

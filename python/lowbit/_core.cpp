@@ -184,7 +184,7 @@ py::array_t<float> amx_matmul(const std::string& type_name, py::bytes w,
     {
         py::gil_scoped_release nogil;
         std::vector<uint8_t> tokens(amx::packed_tokens_bytes(n, ntok));
-        amx::pack_tokens(n, ntok, 0, (ntok + 15) / 16, xs, n, tokens.data());
+        amx::pack_tokens(n, ntok, 0, amx::token_tiles(ntok), xs, n, tokens.data());
         amx::matmul_bf16(tr.to_float, n, nrows, ntok, reinterpret_cast<const uint8_t*>(ws.data()), wr, tokens.data(), c, nrows);
     }
     return out;

@@ -101,5 +101,4 @@ VecDotFn vec_dot_for(Type t, Isa isa) {
 
 VecDotFn best_vec_dot(Type t) { return vec_dot_for(t, active_isa()); }
 
-
 }  // namespace lowbit

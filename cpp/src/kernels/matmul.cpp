@@ -144,7 +144,7 @@ void matmul_generic(const WeightView& w, const float* x, int64_t n_tokens, float
 void matmul_amx(const WeightView& w, const float* x, int64_t n_tokens, float* y, int64_t ld_y, ThreadPool& pool,
                 MatmulScratch& scratch) {
     uint8_t* tokens = aligned64(scratch.act, amx::packed_tokens_bytes(w.cols, n_tokens));
-    pool.parallel_for((n_tokens + 15) / 16, 1, [&](int64_t t0, int64_t t1) {
+    pool.parallel_for(amx::token_tiles(n_tokens), 1, [&](int64_t t0, int64_t t1) {
         amx::pack_tokens(w.cols, n_tokens, t0, t1, x, w.cols, tokens);
     });
     const PackedWeights::Entry* pw = scratch.packed.find(w);

@@ -21,6 +21,8 @@
 namespace lowbit {
 namespace amx {
 
+// Tiles of 16 tokens that ntok tokens fill (pack_tokens' unit).
+inline int64_t token_tiles(int64_t ntok) { return (ntok + 15) / 16; }
 // Bytes of activations packed for n-element rows and ntok tokens.
 size_t packed_tokens_bytes(int64_t n, int64_t ntok);
 // Packs the token tiles [tile0, tile1) (16 tokens each) of x (ntok rows of n floats, ldx

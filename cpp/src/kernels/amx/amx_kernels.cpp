@@ -183,7 +183,9 @@ inline void tile_pass(int64_t nkb, const uint8_t* a0, const uint8_t* a1, const u
 
 }  // namespace
 
-size_t packed_tokens_bytes(int64_t n, int64_t ntok) { return size_t(tiles(ntok) * k_blocks(n)) * kTileBytes; }
+static_assert(kTile == 16, "token_tiles (amx_gemm.h) counts 16-token tiles");
+
+size_t packed_tokens_bytes(int64_t n, int64_t ntok) { return size_t(token_tiles(ntok) * k_blocks(n)) * kTileBytes; }
 
 void pack_tokens(int64_t n, int64_t ntok, int64_t tile0, int64_t tile1, const float* x, int64_t ldx, uint8_t* dst) {
     const int64_t nkb = k_blocks(n);

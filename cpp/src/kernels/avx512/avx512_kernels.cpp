@@ -567,12 +567,12 @@ void packed_row_to_float(const void* src, float* dst, int64_t n) {
     constexpr size_t kStackBytes = 32 * 1024;
     alignas(64) uint8_t stack[kStackBytes];
     const size_t bytes = row_bytes(kT, n);
-    uint8_t* buf = bytes <= kStackBytes ? stack : static_cast<uint8_t*>(::operator new(bytes));
+    pk::HeapArray<uint8_t> heap(bytes > kStackBytes ? bytes : 0);
+    uint8_t* buf = heap.p ? heap.p : stack;
     const uint8_t* p = static_cast<const uint8_t*>(src);
     dispatch(kT, [&](auto f) { pk::unpack_legacy_row<decltype(f)>(n, p, buf); });
     dispatch_kq(kT, [&](auto f) { pk::unpack_kq_row<decltype(f)>(n, p, buf); });
     type_traits(kT).to_float(buf, dst, n);
-    if (buf != stack) ::operator delete(buf);
 }
 }  // namespace
 

@@ -797,13 +797,15 @@ inline void kq_tile(int64_t nsb, const uint8_t* w, size_t ws, const uint8_t* a, 
         for (int t = 0; t < T; ++t) c[t * ldc + r] = _mm512_reduce_add_ps(acc[r][t]);
 }
 
-// Heap scratch for the decoded scales (no std:: containers in this file: see x86_common.h).
-struct ScaleBuffer {
-    float* p;
-    explicit ScaleBuffer(size_t floats) : p(static_cast<float*>(::operator new(floats * sizeof(float)))) {}
-    ~ScaleBuffer() { ::operator delete(p); }
-    ScaleBuffer(const ScaleBuffer&) = delete;
-    ScaleBuffer& operator=(const ScaleBuffer&) = delete;
+// n elements of heap scratch, none for n = 0 (no std:: containers in the AVX-512 files:
+// see x86_common.h).
+template <class T>
+struct HeapArray {
+    T* p;
+    explicit HeapArray(size_t n) : p(n ? static_cast<T*>(::operator new(n * sizeof(T))) : nullptr) {}
+    ~HeapArray() { ::operator delete(p); }
+    HeapArray(const HeapArray&) = delete;
+    HeapArray& operator=(const HeapArray&) = delete;
 };
 
 // RR rows (scales decoded) against every token, T = 3 tokens at a time.
@@ -828,7 +830,7 @@ void kq_gemm(int64_t n, int64_t nrows, int64_t ntok, const uint8_t* w, size_t ws
     // 3 x 3 tiles: 9 integer and 9 float accumulators, 6 code registers and 2 token
     // registers fit the 32 zmm registers
     const int64_t stride = 32 * nsb;
-    ScaleBuffer sb(size_t(3 * stride));
+    HeapArray<float> sb(size_t(3 * stride));
     for (int64_t r = 0; r < nrows; r += 3) {
         const int64_t nr = nrows - r < 3 ? nrows - r : 3;
         for (int64_t j = 0; j < nr; ++j) kq_decode_scales<F>(nsb, w + (r + j) * ws, sb.p + j * stride);
