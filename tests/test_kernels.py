@@ -143,6 +143,41 @@ def test_simd_matches_scalar(t, isa):
     _check_all(t, isa)
 
 
+@pytest.mark.parametrize("isa", SIMD_ISAS)
+@pytest.mark.parametrize("t", ALL_TYPES)
+def test_fast_dequantizers_match_reference(t, isa):
+    """An ISA's dequantizer (the AMX tiles dequantize whole rows with it) gives the
+    reference's floats bit for bit, on quantized rows and on random block bytes (every
+    code, scale and min; where a random fp16 scale is NaN, NaN at the same places)."""
+    if ISA_ORDER.index(isa) > ISA_ORDER.index(DETECTED):
+        pytest.skip(f"this CPU supports at most {DETECTED}")
+    if not _known(t):
+        pytest.skip(f"{t} is not in the registry yet")
+    info = _core.type_info(t)
+    if not info["is_quantized"]:
+        pytest.skip("float formats convert, they have no dequantizer of their own")
+    rng = np.random.default_rng([SEED, ALL_TYPES.index(t), ISA_ORDER.index(isa)])
+    n = info["block_size"] * 64
+    rows = [_core.quantize(t, (rng.standard_normal((4, n)) * 10.0 ** rng.uniform(-3, 2)).astype(np.float32))]
+    rows.append(rng.integers(0, 256, 4 * n // info["block_size"] * info["type_size"], dtype=np.uint8))
+    for raw in rows:
+        count = raw.size // info["type_size"] * info["block_size"]
+        ref = _core.dequantize(t, raw, count)
+        got = _core.dequantize(t, raw, count, isa=isa)
+        nan = np.isnan(ref)
+        assert np.array_equal(nan, np.isnan(got))
+        bad = np.flatnonzero(ref.view(np.uint32)[~nan] != got.view(np.uint32)[~nan])
+        assert bad.size == 0, f"{bad.size} of {count} values differ, first at {bad[0]}"
+
+
+def test_avx512_has_the_amx_formats_dequantizers():
+    """The formats of the CPU-speed targets dequantize with AVX-512 code on the AMX path."""
+    if ISA_ORDER.index(DETECTED) < ISA_ORDER.index("avx512"):
+        pytest.skip(f"this CPU supports at most {DETECTED}")
+    for t in ["Q4_0", "Q4_1", "Q8_0", "Q4_K", "Q6_K"]:
+        assert "avx512" in _core.type_info(t)["dequantizers"], t
+
+
 def test_avx512_scale_loads_without_gathers():
     """The AVX-512 block kernels fetch per-block scales with vpgatherdd, or through a stack
     buffer on CPUs with the slow (GDS-mitigated) gathers; run the latter variant too."""

@@ -120,8 +120,11 @@ py::array_t<uint8_t> quantize(const std::string& type_name, py::array_t<float, p
     return out;
 }
 
-py::array_t<float> dequantize(const std::string& type_name, py::array_t<uint8_t, py::array::c_style> raw, int64_t n) {
+// The reference dequantizer, or with isa that ISA's fast one (registry.h's to_float_isa).
+py::array_t<float> dequantize(const std::string& type_name, py::array_t<uint8_t, py::array::c_style> raw, int64_t n,
+                              const std::string& isa) {
     const TypeTraits& tr = traits_by_name(type_name);
+    const ToFloatFn fn = isa.empty() ? tr.to_float : to_float_for(type_id_of(tr), runnable_isa(isa));
     if (n < 0 || n % tr.block_size) throw Error("element count is not a multiple of the block size");
     if (size_t(raw.size()) != size_t(n / tr.block_size) * tr.type_size)
         throw Error("byte count does not match the element count");
@@ -130,7 +133,7 @@ py::array_t<float> dequantize(const std::string& type_name, py::array_t<uint8_t,
     float* dst = out.mutable_data();
     {
         py::gil_scoped_release nogil;
-        tr.to_float(src, dst, n);
+        fn(src, dst, n);
     }
     return out;
 }
@@ -304,7 +307,7 @@ PYBIND11_MODULE(_core, m) {
     // ---- formats / ISA
     m.def("quantize", &quantize, py::arg("type"), py::arg("x"), py::arg("reference") = true,
           py::arg("importance") = py::none());
-    m.def("dequantize", &dequantize, py::arg("type"), py::arg("raw"), py::arg("n"));
+    m.def("dequantize", &dequantize, py::arg("type"), py::arg("raw"), py::arg("n"), py::arg("isa") = "");
     m.def("vec_dot", &vec_dot);
     m.def("gemm", &gemm, py::arg("type"), py::arg("isa"), py::arg("w"), py::arg("a"), py::arg("n"), py::arg("nrows"),
           py::arg("ntok"));
@@ -336,6 +339,10 @@ PYBIND11_MODULE(_core, m) {
         for (int i = 0; i < kIsaCount; ++i)
             if (t.gemm[i]) gemms.append(isa_name(Isa(i)));
         d["gemm_kernels"] = gemms;
+        py::list dequant;   // ISAs with their own dequantizer (to_float_isa)
+        for (int i = 0; i < kIsaCount; ++i)
+            if (t.to_float_isa[i]) dequant.append(isa_name(Isa(i)));
+        d["dequantizers"] = dequant;
         return d;
     });
     m.def("detected_isa", [] { return std::string(isa_name(detected_isa())); });

@@ -101,4 +101,13 @@ VecDotFn vec_dot_for(Type t, Isa isa) {
 
 VecDotFn best_vec_dot(Type t) { return vec_dot_for(t, active_isa()); }
 
+ToFloatFn to_float_for(Type t, Isa isa) {
+    const TypeTraits& tr = type_traits(t);
+    for (int i = int(isa); i >= 0; --i)
+        if (tr.to_float_isa[i]) return tr.to_float_isa[i];
+    return tr.to_float;
+}
+
+ToFloatFn best_to_float(Type t) { return to_float_for(t, active_isa()); }
+
 }  // namespace lowbit

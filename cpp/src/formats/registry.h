@@ -51,7 +51,11 @@ struct TypeTraits {
     int64_t block_size = 0;       // elements per block
     size_t type_size = 0;         // bytes per block
     bool is_quantized = false;
-    ToFloatFn to_float = nullptr;
+    ToFloatFn to_float = nullptr;     // the reference (scalar, as llama.cpp's dequantize_row)
+    // Faster dequantizers per ISA, bit for bit to_float's floats (tests/test_kernels.py);
+    // null: the next lower ISA's, then to_float.  For the products that dequantize whole
+    // rows (AMX tiles).
+    ToFloatFn to_float_isa[kIsaCount] = {};
     FromFloatFn from_float = nullptr;
     QuantizeRowsFn quantize_rows = nullptr;
     // How matmul converts activations into this type when it is a dot type; null means
@@ -78,6 +82,8 @@ Isa active_isa();
 Isa detected_isa();                    // best the hardware supports, ignoring LOWBIT_ISA
 void set_active_isa(Isa isa);          // for tests; throws if the CPU lacks it
 VecDotFn best_vec_dot(Type t);
+ToFloatFn best_to_float(Type t);       // the fastest dequantizer of the active ISA
+ToFloatFn to_float_for(Type t, Isa isa);
 VecDotFn vec_dot_for(Type t, Isa isa); // exact ISA's fallback chain, as best_vec_dot would use
 
 // Family registration hooks, one per file under formats/ and kernels/<isa>/.

@@ -148,7 +148,7 @@ void matmul_amx(const WeightView& w, const float* x, int64_t n_tokens, float* y,
         amx::pack_tokens(w.cols, n_tokens, t0, t1, x, w.cols, tokens);
     });
     const PackedWeights::Entry* pw = scratch.packed.find(w);
-    const ToFloatFn to_float = pw ? packed512::packed_to_float(w.type) : type_traits(w.type).to_float;
+    const ToFloatFn to_float = pw ? packed512::packed_to_float(w.type) : best_to_float(w.type);
     const uint8_t* rows = pw ? pw->data.data() : w.data;
     const size_t stride = pw ? pw->row_bytes : w.row_bytes;
     pool.parallel_for(w.rows, kAmxRowGrain, [&](int64_t r0, int64_t r1) {

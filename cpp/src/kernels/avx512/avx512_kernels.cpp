@@ -501,6 +501,108 @@ void register_legacy(TypeTable& t) {
     put(Type::MXFP4, Type::Q8_0, vec_dot_legacy<MXFP4Ops, kGather>);
 }
 
+// ---- dequantizers (the AMX tiles dequantize whole rows) ------------------------------------
+// Bit for bit the scalar references of formats/: the same products in the same order, in
+// float, without fused multiply-adds (the kernel files build with -ffp-contract=off).
+
+// 16 bytes -> 16 floats (unsigned, or minus `off`)
+inline __m512 u8x16_ps(__m128i b, int off) {
+    return _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_cvtepu8_epi32(b), _mm512_set1_epi32(off)));
+}
+
+void to_float_q4_0(const void* src, float* y, int64_t n) {
+    auto* x = static_cast<const BlockQ4_0*>(src);
+    const __m128i m4 = _mm_set1_epi8(0x0F);
+    for (int64_t b = 0; b < n / 32; ++b, y += 32) {
+        const __m512 d = _mm512_set1_ps(h2f(x[b].d));
+        const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x[b].qs));
+        _mm512_storeu_ps(y, _mm512_mul_ps(d, u8x16_ps(_mm_and_si128(q, m4), 8)));
+        _mm512_storeu_ps(y + 16, _mm512_mul_ps(d, u8x16_ps(_mm_and_si128(_mm_srli_epi16(q, 4), m4), 8)));
+    }
+}
+
+void to_float_q4_1(const void* src, float* y, int64_t n) {
+    auto* x = static_cast<const BlockQ4_1*>(src);
+    const __m128i m4 = _mm_set1_epi8(0x0F);
+    for (int64_t b = 0; b < n / 32; ++b, y += 32) {
+        const __m512 d = _mm512_set1_ps(h2f(x[b].d)), m = _mm512_set1_ps(h2f(x[b].m));
+        const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x[b].qs));
+        _mm512_storeu_ps(y, _mm512_add_ps(_mm512_mul_ps(d, u8x16_ps(_mm_and_si128(q, m4), 0)), m));
+        _mm512_storeu_ps(y + 16, _mm512_add_ps(_mm512_mul_ps(d, u8x16_ps(_mm_and_si128(_mm_srli_epi16(q, 4), m4), 0)), m));
+    }
+}
+
+void to_float_q8_0(const void* src, float* y, int64_t n) {
+    auto* x = static_cast<const BlockQ8_0*>(src);
+    for (int64_t b = 0; b < n / 32; ++b, y += 32) {
+        const __m512 d = _mm512_set1_ps(h2f(x[b].d));
+        const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[b].qs));
+        _mm512_storeu_ps(y, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_castsi256_si128(q))), d));
+        _mm512_storeu_ps(y + 16, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_extracti128_si256(q, 1))), d));
+    }
+}
+
+// 32 levels (bytes of v) of one sub-block: y = dl * L - ml
+inline void k4_sub(__m256i v, float dl, float ml, float* y) {
+    const __m512 d = _mm512_set1_ps(dl), m = _mm512_set1_ps(ml);
+    _mm512_storeu_ps(y, _mm512_sub_ps(_mm512_mul_ps(d, u8x16_ps(_mm256_castsi256_si128(v), 0)), m));
+    _mm512_storeu_ps(y + 16, _mm512_sub_ps(_mm512_mul_ps(d, u8x16_ps(_mm256_extracti128_si256(v, 1), 0)), m));
+}
+
+void to_float_q4_k(const void* src, float* y, int64_t n) {
+    auto* x = static_cast<const BlockQ4_K*>(src);
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    for (int64_t i = 0; i < n / 256; ++i, y += 256) {
+        const float d = h2f(x[i].d), dmin = h2f(x[i].dmin);
+        const uint8_t* sc = x[i].scales;
+        for (int g = 0; g < 4; ++g) {   // 64 values: sub-block 2g (low nibbles), 2g + 1 (high)
+            const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].qs + 32 * g));
+            for (int h = 0; h < 2; ++h) {
+                const int j = 2 * g + h;   // get_scale_min_k4
+                const int s6 = j < 4 ? sc[j] & 63 : (sc[j + 4] & 0xF) | ((sc[j - 4] >> 6) << 4);
+                const int m6 = j < 4 ? sc[j + 4] & 63 : (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4);
+                const __m256i v = h ? _mm256_and_si256(_mm256_srli_epi16(q, 4), m4) : _mm256_and_si256(q, m4);
+                k4_sub(v, d * float(s6), dmin * float(m6), y + 32 * j);
+            }
+        }
+    }
+}
+
+void to_float_q6_k(const void* src, float* y, int64_t n) {
+    auto* x = static_cast<const BlockQ6_K*>(src);
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m30 = _mm256_set1_epi8(0x30);
+    for (int64_t i = 0; i < n / 256; ++i) {
+        const float d = h2f(x[i].d);
+        for (int half = 0; half < 2; ++half, y += 128) {
+            const uint8_t* ql = x[i].ql + 64 * half;
+            const __m256i l0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ql));
+            const __m256i l1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ql + 32));
+            const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].qh + 32 * half));
+            const __m256i L[4] = {   // elements 32k + l of this half (q6k_levels)
+                _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_and_si256(_mm256_slli_epi16(h, 4), m30)),
+                _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_and_si256(_mm256_slli_epi16(h, 2), m30)),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(h, m30)),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4), _mm256_and_si256(_mm256_srli_epi16(h, 2), m30)),
+            };
+            const int8_t* sc = x[i].scales + 8 * half;
+            for (int k = 0; k < 4; ++k) {
+                const __m512 d0 = _mm512_set1_ps(d * float(sc[2 * k])), d1 = _mm512_set1_ps(d * float(sc[2 * k + 1]));
+                _mm512_storeu_ps(y + 32 * k, _mm512_mul_ps(d0, u8x16_ps(_mm256_castsi256_si128(L[k]), 32)));
+                _mm512_storeu_ps(y + 32 * k + 16, _mm512_mul_ps(d1, u8x16_ps(_mm256_extracti128_si256(L[k], 1), 32)));
+            }
+        }
+    }
+}
+
+void register_dequantizers(TypeTable& t) {
+    auto put = [&t](Type type, ToFloatFn fn) { t[uint32_t(type)].to_float_isa[int(Isa::Avx512)] = fn; };
+    put(Type::Q4_0, to_float_q4_0);
+    put(Type::Q4_1, to_float_q4_1);
+    put(Type::Q8_0, to_float_q8_0);
+    put(Type::Q4_K, to_float_q4_k);
+    put(Type::Q6_K, to_float_q6_k);
+}
+
 }  // namespace z512
 }  // namespace
 }  // namespace lowbit
@@ -560,7 +662,7 @@ void pack_weights(Type t, int64_t n, int64_t nrows, const uint8_t* src, size_t s
 
 namespace {
 // A packed row of type kT, dequantized: unpacked into its original blocks (on the stack
-// for rows up to kStackBytes, else the heap), then the registry's to_float, so the
+// for rows up to kStackBytes, else the heap), then the registry's dequantizer, so the
 // floats are exactly those of the original row.
 template <Type kT>
 void packed_row_to_float(const void* src, float* dst, int64_t n) {
@@ -572,7 +674,7 @@ void packed_row_to_float(const void* src, float* dst, int64_t n) {
     const uint8_t* p = static_cast<const uint8_t*>(src);
     dispatch(kT, [&](auto f) { pk::unpack_legacy_row<decltype(f)>(n, p, buf); });
     dispatch_kq(kT, [&](auto f) { pk::unpack_kq_row<decltype(f)>(n, p, buf); });
-    type_traits(kT).to_float(buf, dst, n);
+    best_to_float(kT)(buf, dst, n);
 }
 }  // namespace
 
@@ -685,6 +787,7 @@ void register_avx512_kernels(TypeTable& t) {
     if (z512::gathers_are_fast()) z512::register_legacy<true>(t);
     else z512::register_legacy<false>(t);
     packed512::register_gemm_slots(t);
+    z512::register_dequantizers(t);
 }
 
 }  // namespace lowbit
