@@ -353,15 +353,9 @@ std::string unsupported_weight(const Model& m) {
     auto bad = [](const WeightView& w) { return w.data && !gemv_supported(w.type); };
     if (bad(m.tok_embd)) return "token_embd.weight";
     if (bad(m.output)) return "output.weight";
-    for (size_t i = 0; i < m.layers.size(); ++i) {
-        const LayerWeights& L = m.layers[i];
-        const std::pair<const WeightView*, const char*> ws[] = {{&L.wq, "attn_q"},   {&L.wk, "attn_k"},
-                                                                {&L.wv, "attn_v"},   {&L.wo, "attn_output"},
-                                                                {&L.w_gate, "ffn_gate"}, {&L.w_up, "ffn_up"},
-                                                                {&L.w_down, "ffn_down"}};
-        for (const auto& [w, name] : ws)
-            if (bad(*w)) return "blk." + std::to_string(i) + "." + name + ".weight";
-    }
+    for (size_t i = 0; i < m.layers.size(); ++i)
+        for (const LayerMatrix& lm : kLayerMatrices)
+            if (bad(m.layers[i].*lm.field)) return "blk." + std::to_string(i) + "." + lm.name + ".weight";
     return "";
 }
 

@@ -169,7 +169,7 @@ const float* Model::vector(const std::string& name, int64_t n) {
 }
 
 void Model::load_weights() {
-    const int64_t d = hp_.n_embd, dq = hp_.n_embd_q(), dkv = hp_.n_embd_kv(), ff = hp_.n_ff;
+    const int64_t d = hp_.n_embd;
     if (hp_.n_vocab <= 0) throw FormatError(file_->path() + ": token_embd.weight is missing or not 2-D");
     tok_embd = matrix("token_embd.weight", d, hp_.n_vocab);
     output_norm = vector("output_norm.weight", d);
@@ -180,15 +180,20 @@ void Model::load_weights() {
         const std::string p = "blk." + std::to_string(l) + ".";
         LayerWeights& L = layers[size_t(l)];
         L.attn_norm = vector(p + "attn_norm.weight", d);
-        L.wq = matrix(p + "attn_q.weight", d, dq);
-        L.wk = matrix(p + "attn_k.weight", d, dkv);
-        L.wv = matrix(p + "attn_v.weight", d, dkv);
-        L.wo = matrix(p + "attn_output.weight", dq, d);
         L.ffn_norm = vector(p + "ffn_norm.weight", d);
-        L.w_gate = matrix(p + "ffn_gate.weight", d, ff);
-        L.w_up = matrix(p + "ffn_up.weight", d, ff);
-        L.w_down = matrix(p + "ffn_down.weight", ff, d);
+        for (const LayerMatrix& lm : kLayerMatrices)
+            L.*lm.field = matrix(p + lm.name + ".weight", width(hp_, lm.cols), width(hp_, lm.rows));
     }
+}
+
+int64_t width(const HParams& hp, Width w) {
+    switch (w) {
+        case Width::Embd: return hp.n_embd;
+        case Width::Q: return hp.n_embd_q();
+        case Width::KV: return hp.n_embd_kv();
+        case Width::FF: return hp.n_ff;
+    }
+    return 0;
 }
 
 int64_t Model::n_params() const {

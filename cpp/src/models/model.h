@@ -31,11 +31,32 @@ struct HParams {
     int64_t n_embd_q() const { return n_head * head_dim; }
 };
 
+
 struct LayerWeights {
     const float* attn_norm = nullptr;
     WeightView wq, wk, wv, wo;
     const float* ffn_norm = nullptr;
     WeightView w_gate, w_up, w_down;
+};
+
+// The seven matrices of a layer: field, GGUF name (after "blk.N.") and shape (values per
+// row, rows) as widths of the hyperparameters.  Loading and the checks that name a matrix
+// walk this table rather than repeat the list.
+enum class Width { Embd, Q, KV, FF };
+int64_t width(const HParams& hp, Width w);
+struct LayerMatrix {
+    WeightView LayerWeights::*field;
+    const char* name;
+    Width cols, rows;
+};
+inline constexpr LayerMatrix kLayerMatrices[] = {
+    {&LayerWeights::wq, "attn_q", Width::Embd, Width::Q},
+    {&LayerWeights::wk, "attn_k", Width::Embd, Width::KV},
+    {&LayerWeights::wv, "attn_v", Width::Embd, Width::KV},
+    {&LayerWeights::wo, "attn_output", Width::Q, Width::Embd},
+    {&LayerWeights::w_gate, "ffn_gate", Width::Embd, Width::FF},
+    {&LayerWeights::w_up, "ffn_up", Width::Embd, Width::FF},
+    {&LayerWeights::w_down, "ffn_down", Width::FF, Width::Embd},
 };
 
 struct LoadParams {
