@@ -15,11 +15,19 @@
 // sub-tile: 8 warps of 64x32 for the tallest products, else 4 warps of 64x64 (BM 128) or
 // 32x64 (BM 64), chosen by the number of tiles (launch_gemm); LOWBIT_CUDA_MMA_TILE=classic
 // forces the 8-warp tiles (64x32, or 32x32 with BM 64), LOWBIT_CUDA_MMA_TILE=wide the 4-warp ones.
+//
+// When the toolkit has cuBLAS (LOWBIT_CUBLAS, see CMakeLists.txt) the product itself is
+// cublasGemmEx on the same F16 operands with fp32 sums (wgmma on sm_90, which mma.sync
+// cannot reach: NOTES.md); LOWBIT_CUDA_CUBLAS=0 keeps the kernel above.
 #include <cuda_fp16.h>
+#if LOWBIT_CUBLAS
+#include <cublas_v2.h>
+#endif
 
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <string>
 
 #include "common.cuh"
 #include "formats.cuh"
@@ -260,8 +268,46 @@ int tile_mode() {
     return m;
 }
 
+#if LOWBIT_CUBLAS
+// One cuBLAS handle per host thread (a handle is not safe to share between threads).
+struct CublasHandle {
+    cublasHandle_t h = nullptr;
+    CublasHandle() {
+        if (cublasCreate(&h) != CUBLAS_STATUS_SUCCESS) fail("cuBLAS: cublasCreate failed");
+    }
+    ~CublasHandle() {
+        if (h) cublasDestroy(h);
+    }
+};
+#endif
+
+// y = A B^T on cuBLAS when built with it and not switched off; false: not done.
+bool gemm_cublas(const __half* A, int64_t lda, int64_t M, const __half* B, int64_t ldb, int64_t N, int64_t K,
+                 float* y, int64_t ldy, bool acc, cudaStream_t st) {
+#if LOWBIT_CUBLAS
+    static const bool on = [] {
+        const char* v = std::getenv("LOWBIT_CUDA_CUBLAS");
+        return !(v && std::strcmp(v, "0") == 0);
+    }();
+    if (!on) return false;
+    thread_local CublasHandle handle;
+    if (cublasSetStream(handle.h, st) != CUBLAS_STATUS_SUCCESS) fail("cuBLAS: cublasSetStream failed");
+    // row-major W [M][lda] is column-major K x M (op T); x [N][ldb] is K x N; y [N][ldy] is M x N
+    const float alpha = 1.0f, beta = acc ? 1.0f : 0.0f;
+    const cublasStatus_t e = cublasGemmEx(handle.h, CUBLAS_OP_T, CUBLAS_OP_N, int(M), int(N), int(K), &alpha, A,
+                                          CUDA_R_16F, int(lda), B, CUDA_R_16F, int(ldb), &beta, y, CUDA_R_32F, int(ldy),
+                                          CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    if (e != CUBLAS_STATUS_SUCCESS) fail("cuBLAS: cublasGemmEx failed with status " + std::to_string(int(e)));
+    return true;
+#else
+    (void)A; (void)lda; (void)M; (void)B; (void)ldb; (void)N; (void)K; (void)y; (void)ldy; (void)acc; (void)st;
+    return false;
+#endif
+}
+
 void launch_gemm(const __half* A, int64_t lda, int64_t M, const __half* B, int64_t ldb, int64_t N, int64_t K,
                  float* y, int64_t ldy, bool acc, cudaStream_t st) {
+    if (gemm_cublas(A, lda, M, B, ldb, N, K, y, ldy, acc, st)) return;
     const int64_t tiles128 = ceil_div(M, 128) * ceil_div(N, kBN);
     if (tile_mode() == 2) {
         if (tiles128 >= int64_t(device_sms()))

@@ -8,6 +8,8 @@ beside the repository, else a built-in paragraph).
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -80,6 +82,23 @@ def test_mma_matches_cpu_formats(type_name):
         print(f"\n[mma {type_name} {rows}x{cols}x{ntok}] err_used={err_used:.2e} err_exact={err_exact:.2e}")
         assert err_used < BOUND_USED_MMA, (type_name, rows, cols, ntok, err_used)
         assert err_exact < BOUND_EXACT_MMA, (type_name, rows, cols, ntok, err_exact)
+
+
+def test_mma_own_kernel_without_cublas():
+    """LOWBIT_CUDA_CUBLAS=0: the prefill products run on lowbit's own tensor-core kernel
+    (the path of builds without cuBLAS), within the same bounds; the default (cuBLAS when
+    built with it) is what test_mma_matches_cpu_formats checks."""
+    code = (
+        "import sys; sys.path.insert(0, %r); import test_cuda as T\n"
+        "for t in ['Q4_0', 'Q6_K', 'F16']:\n"
+        "    for i, (r, c, n) in enumerate([(97, 1024, 40), (257, 2304, 130)]):\n"
+        "        u, e = T._gemv_case(t, r, c, n, seed=7100 + i, path='mma')\n"
+        "        assert u < T.BOUND_USED_MMA and e < T.BOUND_EXACT_MMA, (t, r, c, n, u, e)\n"
+        "print('checked')\n" % os.path.dirname(os.path.abspath(__file__))
+    )
+    env = dict(os.environ, LOWBIT_CUDA_CUBLAS="0")
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert r.returncode == 0 and "checked" in r.stdout, r.stdout + r.stderr
 
 
 def test_mma_is_used_from_its_threshold():
