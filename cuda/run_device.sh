@@ -41,6 +41,7 @@ mkdir -p "$OUT"
 status=0
 
 export PYTHONPATH="$SRC/python:$BUILD/py${PYTHONPATH:+:$PYTHONPATH}"
+[ -d /tmp/site ] && export PYTHONPATH="$PYTHONPATH:/tmp/site"   # the wheels an earlier build stage installed
 
 for stage in "$@"; do
     echo "===== $stage ($(date +%T))"
