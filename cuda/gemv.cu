@@ -1,13 +1,15 @@
 // Fused dequantize + matrix-vector kernels (see gemv.h and NOTES.md).
 //
 // Block formats: one warp per weight row.  The warp streams its row through shared
-// memory in chunks (CHUNK blocks, a multiple of 16 bytes) with 16-byte cp.async copies,
+// memory in chunks (CHUNK blocks, a multiple of 16 bytes; a quarter of that when the
+// 32-value formats decode one token: launch_q) with 16-byte cp.async copies,
 // lane i copying bytes [16i, 16i+16) of each 512-byte stretch (coalesced), two chunks in
 // flight.  Then each lane decodes 32-value units of the chunk (formats.cuh) and dots
 // them with int8 activations on __dp4a.  A tile of up to 8 tokens shares each decoded
 // unit (prefill); decode is the 1-token instance.
 //
-// F32/F16/BF16: one warp per row, 16-byte loads (4 in flight per lane), fp32 activations.
+// F32/F16/BF16: one warp per row, 16-byte loads (U in flight per lane: 2 for decode, 4 for
+// token tiles), fp32 activations.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -27,13 +29,13 @@ namespace {
 
 constexpr int kWarps = 4;   // rows per block of threads
 
-template <class F, int NT>
+template <class F, int NT, int CDIV = 1>
 __global__ void __launch_bounds__(kWarps * 32)
 gemv_q_kernel(const uint8_t* __restrict__ W, size_t pitch, int nblocks, int nrows, const int8_t* __restrict__ xq,
               const Q8Sums* __restrict__ xs, int64_t cols, int ntok, float* __restrict__ y, int64_t ldy,
               int accumulate) {
     constexpr int UNITS = F::QK / 32;
-    constexpr int CB = F::CHUNK;
+    constexpr int CB = F::CHUNK / CDIV;
     constexpr int CBYTES = CB * F::BYTES;
     static_assert(CBYTES % 16 == 0, "a chunk must be a whole number of 16-byte copies");
     extern __shared__ __align__(16) uint8_t smem[];
@@ -139,12 +141,12 @@ struct FloatVec {
     }
 };
 
-template <int KIND, int NT>
+template <int KIND, int NT, int U>
 __global__ void __launch_bounds__(kWarps * 32)
 gemv_f_kernel(const uint8_t* __restrict__ W, size_t pitch, int cols, int nrows, const float* __restrict__ x,
               int64_t ldx, int vec_ok, int ntok, float* __restrict__ y, int64_t ldy, int accumulate) {
     using V = FloatVec<KIND>;
-    constexpr int EPV = V::EPV, U = 4;
+    constexpr int EPV = V::EPV;
     griddep_launch();
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int row = blockIdx.x * kWarps + warp;
@@ -261,9 +263,29 @@ void launch_q(const DevMatrix& w, const DevAct& a, int64_t ntok, float* y, int64
     const dim3 block(kWarps * 32);
     const int acc = accumulate ? 1 : 0;
     if (ntok == 1) {
+        // Decode streams each row in chunks of F::CHUNK / cdiv blocks, two in flight per warp.
+        // Measured on the H100 (NOTES.md, session 4): for the 32-value formats, smaller
+        // chunks pipeline a row better: 4096 x 14336 at 60 / 68 / 72% of copy bandwidth
+        // with cdiv 1 / 2 / 4 (Q4_0), 59 / 77 / 86% (Q8_0); the k-quants gain nothing from
+        // halving theirs.  LOWBIT_CUDA_Q_CHUNKDIV (1, 2, 4, 8; 32-value formats) overrides.
+        static const int cdiv_env = [] {
+            const char* v = std::getenv("LOWBIT_CUDA_Q_CHUNKDIV");
+            return v ? std::atoi(v) : 0;
+        }();
+        using K = void (*)(const uint8_t*, size_t, int, int, const int8_t*, const Q8Sums*, int64_t, int, float*,
+                           int64_t, int);
+        K k = gemv_q_kernel<F, 1, 1>;
+        int cdiv = 1;
+        if constexpr (F::QK == 32) {
+            cdiv = cdiv_env == 1 || cdiv_env == 2 || cdiv_env == 8 ? cdiv_env : 4;
+            k = cdiv == 8   ? K(gemv_q_kernel<F, 1, 8>)
+                : cdiv == 4 ? K(gemv_q_kernel<F, 1, 4>)
+                : cdiv == 2 ? K(gemv_q_kernel<F, 1, 2>)
+                            : k;
+        }
         const dim3 grid(unsigned(ceil_div(w.rows, kWarps)), 1);
-        launch(gemv_q_kernel<F, 1>, grid, block, smem, st, pdl, w.data, w.pitch, nblocks, int(w.rows), a.q, a.s,
-               w.cols, 1, y, ldy, acc);
+        launch(k, grid, block, smem / cdiv, st, pdl, w.data, w.pitch, nblocks, int(w.rows), a.q, a.s, w.cols, 1, y,
+               ldy, acc);
     } else {
         const dim3 grid(unsigned(ceil_div(w.rows, kWarps)), unsigned(ceil_div(ntok, 8)));
         launch(gemv_q_kernel<F, 8>, grid, block, smem, st, pdl, w.data, w.pitch, nblocks, int(w.rows), a.q, a.s,
@@ -280,11 +302,13 @@ void launch_f(const DevMatrix& w, const DevAct& a, int64_t ntok, float* y, int64
     const int acc = accumulate ? 1 : 0;
     if (ntok == 1) {
         const dim3 grid(unsigned(ceil_div(w.rows, kWarps)), 1);
-        launch(gemv_f_kernel<KIND, 1>, grid, block, 0, st, pdl, w.data, w.pitch, int(w.cols), int(w.rows), a.f32,
+        // two 16-byte loads in flight per lane and step: the H100 measured F16 4096 x 14336
+        // at 81% of copy with two, 74-75% with four (NOTES.md, session 4), tg128 +2.8%
+        launch(gemv_f_kernel<KIND, 1, 2>, grid, block, 0, st, pdl, w.data, w.pitch, int(w.cols), int(w.rows), a.f32,
                a.ld_f32, vec_ok, 1, y, ldy, acc);
     } else {
         const dim3 grid(unsigned(ceil_div(w.rows, kWarps)), unsigned(ceil_div(ntok, 8)));
-        launch(gemv_f_kernel<KIND, 8>, grid, block, 0, st, pdl, w.data, w.pitch, int(w.cols), int(w.rows), a.f32,
+        launch(gemv_f_kernel<KIND, 8, 4>, grid, block, 0, st, pdl, w.data, w.pitch, int(w.cols), int(w.rows), a.f32,
                a.ld_f32, vec_ok, int(ntok), y, ldy, acc);
     }
 }
