@@ -22,6 +22,7 @@
 #include "common.cuh"
 #include "formats.cuh"
 #include "gemv.h"
+#include "q8.cuh"
 
 namespace lowbit::cuda {
 
@@ -219,15 +220,7 @@ __global__ void quantize_q8_kernel(const float* __restrict__ x, int64_t ldx, int
     const int lane = threadIdx.x & 31;
     if (gw >= ntok * nb) return;   // warp-uniform
     const int64_t t = gw / nb, b = gw % nb;
-    const float v = x[t * ldx + b * 32 + lane];
-    const float amax = warp_max(fabsf(v));
-    const float d = amax / 127.0f;
-    const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
-    const int qi = __float2int_rn(v * id);   // round half to even, as llama.cpp's x86 path
-    q[t * cols + b * 32 + lane] = int8_t(qi);
-    const int s_all = __reduce_add_sync(0xffffffffu, qi);
-    const int s_lo = __reduce_add_sync(0xffffffffu, lane < 16 ? qi : 0);
-    if (lane == 0) s[t * nb + b] = Q8Sums{d, d * float(s_all), d * float(s_lo), d * float(s_all - s_lo)};
+    warp_quantize_q8(x[t * ldx + b * 32 + lane], q + t * cols + b * 32 + lane, s + t * nb + b);
 }
 
 template <class F>

@@ -27,6 +27,7 @@
 #include "backend.h"
 #include "common.cuh"
 #include "gemv.h"
+#include "q8.cuh"
 
 namespace lowbit::cuda {
 
@@ -62,14 +63,7 @@ __global__ void rmsnorm_q_kernel(const float* __restrict__ x, const float* __res
         const int64_t i = b * 32 + lane;
         const float v = (xr[i] * scale) * w[i];
         y[t * n + i] = v;
-        const float amax = warp_max(fabsf(v));
-        const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
-        const int qi = __float2int_rn(v * id);
-        q[t * n + i] = int8_t(qi);
-        const int s_all = __reduce_add_sync(0xffffffffu, qi);
-        const int s_lo = __reduce_add_sync(0xffffffffu, lane < 16 ? qi : 0);
-        const float d = amax / 127.0f;
-        if (lane == 0) s[t * nb + b] = Q8Sums{d, d * float(s_all), d * float(s_lo), d * float(s_all - s_lo)};
+        warp_quantize_q8(v, q + t * n + i, s + t * nb + b);
     }
 }
 
@@ -153,14 +147,7 @@ __global__ void swiglu_q_kernel(const float* __restrict__ gu, int64_t ntok, int6
     const float gv = gu[t * 2 * n + c];
     const float v = (gv / (1.0f + expf(-gv))) * gu[t * 2 * n + n + c];
     h[i] = v;
-    const float amax = warp_max(fabsf(v));
-    const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
-    const int qi = __float2int_rn(v * id);
-    q[i] = int8_t(qi);
-    const int s_all = __reduce_add_sync(0xffffffffu, qi);
-    const int s_lo = __reduce_add_sync(0xffffffffu, lane < 16 ? qi : 0);
-    const float d = amax / 127.0f;
-    if (lane == 0) s[gw] = Q8Sums{d, d * float(s_all), d * float(s_lo), d * float(s_all - s_lo)};
+    warp_quantize_q8(v, q + i, s + gw);
 }
 
 // RoPE (pairs 2i, 2i+1) on q and k; k and v go to the cache as F16.  grid (token, head of
@@ -318,17 +305,7 @@ __global__ void attn_combine_kernel(const float* __restrict__ o_part, const floa
     const float v = num / den;
     const int64_t i = int64_t(t) * n_head * hd + int64_t(h) * hd + d;
     out[i] = v;
-    if (q) {   // hd is a multiple of 32: each warp holds one whole block of 32
-        const int lane = d & 31;
-        const float amax = warp_max(fabsf(v));
-        const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
-        const int qi = __float2int_rn(v * id);
-        q[i] = int8_t(qi);
-        const int s_all = __reduce_add_sync(0xffffffffu, qi);
-        const int s_lo = __reduce_add_sync(0xffffffffu, lane < 16 ? qi : 0);
-        const float dd = amax / 127.0f;
-        if (lane == 0) sums[i / 32] = Q8Sums{dd, dd * float(s_all), dd * float(s_lo), dd * float(s_all - s_lo)};
-    }
+    if (q) warp_quantize_q8(v, q + i, sums + i / 32);   // hd % 32 == 0: each warp holds one whole block
 }
 
 }  // namespace
