@@ -542,6 +542,70 @@ void to_float_q8_0(const void* src, float* y, int64_t n) {
     }
 }
 
+// Q5_0 / Q5_1: the fifth bit of value j is bit j of qh (values 0-15 from the low nibbles).
+inline void q5_codes(const uint8_t* qs, const uint8_t* qh_bytes, __m128i& lo, __m128i& hi) {
+    uint32_t qh;
+    std::memcpy(&qh, qh_bytes, 4);
+    const __m128i m4 = _mm_set1_epi8(0x0F), b4 = _mm_set1_epi8(0x10);
+    const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
+    lo = _mm_or_si128(_mm_and_si128(q, m4), _mm_maskz_mov_epi8(__mmask16(qh & 0xFFFF), b4));
+    hi = _mm_or_si128(_mm_and_si128(_mm_srli_epi16(q, 4), m4), _mm_maskz_mov_epi8(__mmask16(qh >> 16), b4));
+}
+
+void to_float_q5_0(const void* src, float* y, int64_t n) {
+    auto* x = static_cast<const BlockQ5_0*>(src);
+    for (int64_t b = 0; b < n / 32; ++b, y += 32) {
+        const __m512 d = _mm512_set1_ps(h2f(x[b].d));
+        __m128i lo, hi;
+        q5_codes(x[b].qs, x[b].qh, lo, hi);
+        _mm512_storeu_ps(y, _mm512_mul_ps(d, u8x16_ps(lo, 16)));
+        _mm512_storeu_ps(y + 16, _mm512_mul_ps(d, u8x16_ps(hi, 16)));
+    }
+}
+
+void to_float_q5_1(const void* src, float* y, int64_t n) {
+    auto* x = static_cast<const BlockQ5_1*>(src);
+    for (int64_t b = 0; b < n / 32; ++b, y += 32) {
+        const __m512 d = _mm512_set1_ps(h2f(x[b].d)), m = _mm512_set1_ps(h2f(x[b].m));
+        __m128i lo, hi;
+        q5_codes(x[b].qs, x[b].qh, lo, hi);
+        _mm512_storeu_ps(y, _mm512_add_ps(_mm512_mul_ps(d, u8x16_ps(lo, 0)), m));
+        _mm512_storeu_ps(y + 16, _mm512_add_ps(_mm512_mul_ps(d, u8x16_ps(hi, 0)), m));
+    }
+}
+
+// IQ4_NL / IQ4_XS: 16 codes -> their codebook values (int8) as floats
+inline __m512 iq4_values_ps(__m128i codes) {
+    const __m128i table = _mm_loadu_si128(reinterpret_cast<const __m128i*>(kIq4nlValues));
+    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_shuffle_epi8(table, codes)));
+}
+
+void to_float_iq4_nl(const void* src, float* y, int64_t n) {
+    auto* x = static_cast<const BlockIQ4_NL*>(src);
+    const __m128i m4 = _mm_set1_epi8(0x0F);
+    for (int64_t b = 0; b < n / 32; ++b, y += 32) {
+        const __m512 d = _mm512_set1_ps(h2f(x[b].d));
+        const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x[b].qs));
+        _mm512_storeu_ps(y, _mm512_mul_ps(d, iq4_values_ps(_mm_and_si128(q, m4))));
+        _mm512_storeu_ps(y + 16, _mm512_mul_ps(d, iq4_values_ps(_mm_and_si128(_mm_srli_epi16(q, 4), m4))));
+    }
+}
+
+void to_float_iq4_xs(const void* src, float* y, int64_t n) {
+    auto* x = static_cast<const BlockIQ4_XS*>(src);
+    const __m128i m4 = _mm_set1_epi8(0x0F);
+    for (int64_t i = 0; i < n / 256; ++i) {
+        const float d = h2f(x[i].d);
+        for (int ib = 0; ib < 8; ++ib, y += 32) {
+            const int ls = (((x[i].scales_l[ib / 2] >> (4 * (ib % 2))) & 0xF) | (((x[i].scales_h >> (2 * ib)) & 3) << 4)) - 32;
+            const __m512 dl = _mm512_set1_ps(d * float(ls));
+            const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x[i].qs + 16 * ib));
+            _mm512_storeu_ps(y, _mm512_mul_ps(dl, iq4_values_ps(_mm_and_si128(q, m4))));
+            _mm512_storeu_ps(y + 16, _mm512_mul_ps(dl, iq4_values_ps(_mm_and_si128(_mm_srli_epi16(q, 4), m4))));
+        }
+    }
+}
+
 // 32 levels (bytes of v) of one sub-block: y = dl * L - ml
 inline void k4_sub(__m256i v, float dl, float ml, float* y) {
     const __m512 d = _mm512_set1_ps(dl), m = _mm512_set1_ps(ml);
@@ -549,19 +613,26 @@ inline void k4_sub(__m256i v, float dl, float ml, float* y) {
     _mm512_storeu_ps(y + 16, _mm512_sub_ps(_mm512_mul_ps(d, u8x16_ps(_mm256_extracti128_si256(v, 1), 0)), m));
 }
 
-void to_float_q4_k(const void* src, float* y, int64_t n) {
-    auto* x = static_cast<const BlockQ4_K*>(src);
-    const __m256i m4 = _mm256_set1_epi8(0x0F);
+// Q4_K / Q5_K: sub-block j's levels are nibbles of qs (low for even j), plus for Q5_K the
+// fifth bit, bit j of each byte of qh
+template <class B, bool kFifthBit>
+void to_float_q45_k(const void* src, float* y, int64_t n) {
+    auto* x = static_cast<const B*>(src);
+    const __m256i m4 = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
     for (int64_t i = 0; i < n / 256; ++i, y += 256) {
         const float d = h2f(x[i].d), dmin = h2f(x[i].dmin);
         const uint8_t* sc = x[i].scales;
+        __m256i qh = _mm256_setzero_si256();
+        if constexpr (kFifthBit) qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].qh));
         for (int g = 0; g < 4; ++g) {   // 64 values: sub-block 2g (low nibbles), 2g + 1 (high)
             const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].qs + 32 * g));
             for (int h = 0; h < 2; ++h) {
                 const int j = 2 * g + h;   // get_scale_min_k4
                 const int s6 = j < 4 ? sc[j] & 63 : (sc[j + 4] & 0xF) | ((sc[j - 4] >> 6) << 4);
                 const int m6 = j < 4 ? sc[j + 4] & 63 : (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4);
-                const __m256i v = h ? _mm256_and_si256(_mm256_srli_epi16(q, 4), m4) : _mm256_and_si256(q, m4);
+                __m256i v = h ? _mm256_and_si256(_mm256_srli_epi16(q, 4), m4) : _mm256_and_si256(q, m4);
+                if constexpr (kFifthBit)
+                    v = _mm256_or_si256(v, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, j), one), 4));
                 k4_sub(v, d * float(s6), dmin * float(m6), y + 32 * j);
             }
         }
@@ -599,7 +670,12 @@ void register_dequantizers(TypeTable& t) {
     put(Type::Q4_0, to_float_q4_0);
     put(Type::Q4_1, to_float_q4_1);
     put(Type::Q8_0, to_float_q8_0);
-    put(Type::Q4_K, to_float_q4_k);
+    put(Type::Q5_0, to_float_q5_0);
+    put(Type::Q5_1, to_float_q5_1);
+    put(Type::IQ4_NL, to_float_iq4_nl);
+    put(Type::IQ4_XS, to_float_iq4_xs);
+    put(Type::Q4_K, to_float_q45_k<BlockQ4_K, false>);
+    put(Type::Q5_K, to_float_q45_k<BlockQ5_K, true>);
     put(Type::Q6_K, to_float_q6_k);
 }
 
