@@ -503,114 +503,94 @@ void register_legacy(TypeTable& t) {
 
 // ---- dequantizers (the AMX tiles dequantize whole rows) ------------------------------------
 // Bit for bit the scalar references of formats/: the same products in the same order, in
-// float, without fused multiply-adds (the kernel files build with -ffp-contract=off).
+// float, without fused multiply-adds (the kernel files build with -ffp-contract=off).  A
+// block's 32 codes travel as the 32 bytes of a ymm in element order (nibbles_32 and
+// bits_to_bytes_32 of x86_common.h build them).
 
-// 16 bytes -> 16 floats (unsigned, or minus `off`)
-inline __m512 u8x16_ps(__m128i b, int off) {
-    return _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_cvtepu8_epi32(b), _mm512_set1_epi32(off)));
+// 32 int8 values (bytes of v) times their scale: the first 16 by d0, the last 16 by d1
+inline void put32_i8(float* y, __m256i v, __m512 d0, __m512 d1) {
+    _mm512_storeu_ps(y, _mm512_mul_ps(d0, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_castsi256_si128(v)))));
+    _mm512_storeu_ps(y + 16, _mm512_mul_ps(d1, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_extracti128_si256(v, 1)))));
+}
+
+// 32 codes 0..255 (bytes of v) as d * code + m (a reference's d * L - m is d * L + (-m),
+// the same float)
+inline void put32_affine(float* y, __m256i v, __m512 d, __m512 m) {
+    const __m512 lo = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm256_castsi256_si128(v)));
+    const __m512 hi = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm256_extracti128_si256(v, 1)));
+    _mm512_storeu_ps(y, _mm512_add_ps(_mm512_mul_ps(d, lo), m));
+    _mm512_storeu_ps(y + 16, _mm512_add_ps(_mm512_mul_ps(d, hi), m));
+}
+
+inline __m256i minus(__m256i codes, int off) { return _mm256_sub_epi8(codes, _mm256_set1_epi8(char(off))); }
+
+// Q5_0 / Q5_1 codes: the low nibbles, and bit j of qh as the fifth bit of value j
+inline __m256i q5_codes(const uint8_t* qs, const uint8_t* qh_bytes) {
+    uint32_t qh;
+    std::memcpy(&qh, qh_bytes, 4);
+    return _mm256_or_si256(nibbles_32(qs), _mm256_and_si256(bits_to_bytes_32(qh), _mm256_set1_epi8(0x10)));
+}
+
+// IQ4_NL / IQ4_XS: codes -> their codebook values
+inline __m256i iq4_values(__m256i codes) {
+    const __m256i table = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kIq4nlValues)));
+    return _mm256_shuffle_epi8(table, codes);
 }
 
 void to_float_q4_0(const void* src, float* y, int64_t n) {
     auto* x = static_cast<const BlockQ4_0*>(src);
-    const __m128i m4 = _mm_set1_epi8(0x0F);
     for (int64_t b = 0; b < n / 32; ++b, y += 32) {
         const __m512 d = _mm512_set1_ps(h2f(x[b].d));
-        const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x[b].qs));
-        _mm512_storeu_ps(y, _mm512_mul_ps(d, u8x16_ps(_mm_and_si128(q, m4), 8)));
-        _mm512_storeu_ps(y + 16, _mm512_mul_ps(d, u8x16_ps(_mm_and_si128(_mm_srli_epi16(q, 4), m4), 8)));
+        put32_i8(y, minus(nibbles_32(x[b].qs), 8), d, d);
     }
 }
 
 void to_float_q4_1(const void* src, float* y, int64_t n) {
     auto* x = static_cast<const BlockQ4_1*>(src);
-    const __m128i m4 = _mm_set1_epi8(0x0F);
-    for (int64_t b = 0; b < n / 32; ++b, y += 32) {
-        const __m512 d = _mm512_set1_ps(h2f(x[b].d)), m = _mm512_set1_ps(h2f(x[b].m));
-        const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x[b].qs));
-        _mm512_storeu_ps(y, _mm512_add_ps(_mm512_mul_ps(d, u8x16_ps(_mm_and_si128(q, m4), 0)), m));
-        _mm512_storeu_ps(y + 16, _mm512_add_ps(_mm512_mul_ps(d, u8x16_ps(_mm_and_si128(_mm_srli_epi16(q, 4), m4), 0)), m));
-    }
-}
-
-void to_float_q8_0(const void* src, float* y, int64_t n) {
-    auto* x = static_cast<const BlockQ8_0*>(src);
-    for (int64_t b = 0; b < n / 32; ++b, y += 32) {
-        const __m512 d = _mm512_set1_ps(h2f(x[b].d));
-        const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[b].qs));
-        _mm512_storeu_ps(y, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_castsi256_si128(q))), d));
-        _mm512_storeu_ps(y + 16, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_extracti128_si256(q, 1))), d));
-    }
-}
-
-// Q5_0 / Q5_1: the fifth bit of value j is bit j of qh (values 0-15 from the low nibbles).
-inline void q5_codes(const uint8_t* qs, const uint8_t* qh_bytes, __m128i& lo, __m128i& hi) {
-    uint32_t qh;
-    std::memcpy(&qh, qh_bytes, 4);
-    const __m128i m4 = _mm_set1_epi8(0x0F), b4 = _mm_set1_epi8(0x10);
-    const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
-    lo = _mm_or_si128(_mm_and_si128(q, m4), _mm_maskz_mov_epi8(__mmask16(qh & 0xFFFF), b4));
-    hi = _mm_or_si128(_mm_and_si128(_mm_srli_epi16(q, 4), m4), _mm_maskz_mov_epi8(__mmask16(qh >> 16), b4));
+    for (int64_t b = 0; b < n / 32; ++b, y += 32)
+        put32_affine(y, nibbles_32(x[b].qs), _mm512_set1_ps(h2f(x[b].d)), _mm512_set1_ps(h2f(x[b].m)));
 }
 
 void to_float_q5_0(const void* src, float* y, int64_t n) {
     auto* x = static_cast<const BlockQ5_0*>(src);
     for (int64_t b = 0; b < n / 32; ++b, y += 32) {
         const __m512 d = _mm512_set1_ps(h2f(x[b].d));
-        __m128i lo, hi;
-        q5_codes(x[b].qs, x[b].qh, lo, hi);
-        _mm512_storeu_ps(y, _mm512_mul_ps(d, u8x16_ps(lo, 16)));
-        _mm512_storeu_ps(y + 16, _mm512_mul_ps(d, u8x16_ps(hi, 16)));
+        put32_i8(y, minus(q5_codes(x[b].qs, x[b].qh), 16), d, d);
     }
 }
 
 void to_float_q5_1(const void* src, float* y, int64_t n) {
     auto* x = static_cast<const BlockQ5_1*>(src);
-    for (int64_t b = 0; b < n / 32; ++b, y += 32) {
-        const __m512 d = _mm512_set1_ps(h2f(x[b].d)), m = _mm512_set1_ps(h2f(x[b].m));
-        __m128i lo, hi;
-        q5_codes(x[b].qs, x[b].qh, lo, hi);
-        _mm512_storeu_ps(y, _mm512_add_ps(_mm512_mul_ps(d, u8x16_ps(lo, 0)), m));
-        _mm512_storeu_ps(y + 16, _mm512_add_ps(_mm512_mul_ps(d, u8x16_ps(hi, 0)), m));
-    }
+    for (int64_t b = 0; b < n / 32; ++b, y += 32)
+        put32_affine(y, q5_codes(x[b].qs, x[b].qh), _mm512_set1_ps(h2f(x[b].d)), _mm512_set1_ps(h2f(x[b].m)));
 }
 
-// IQ4_NL / IQ4_XS: 16 codes -> their codebook values (int8) as floats
-inline __m512 iq4_values_ps(__m128i codes) {
-    const __m128i table = _mm_loadu_si128(reinterpret_cast<const __m128i*>(kIq4nlValues));
-    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_shuffle_epi8(table, codes)));
+void to_float_q8_0(const void* src, float* y, int64_t n) {
+    auto* x = static_cast<const BlockQ8_0*>(src);
+    for (int64_t b = 0; b < n / 32; ++b, y += 32) {
+        const __m512 d = _mm512_set1_ps(h2f(x[b].d));
+        put32_i8(y, load256(x[b].qs), d, d);
+    }
 }
 
 void to_float_iq4_nl(const void* src, float* y, int64_t n) {
     auto* x = static_cast<const BlockIQ4_NL*>(src);
-    const __m128i m4 = _mm_set1_epi8(0x0F);
     for (int64_t b = 0; b < n / 32; ++b, y += 32) {
         const __m512 d = _mm512_set1_ps(h2f(x[b].d));
-        const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x[b].qs));
-        _mm512_storeu_ps(y, _mm512_mul_ps(d, iq4_values_ps(_mm_and_si128(q, m4))));
-        _mm512_storeu_ps(y + 16, _mm512_mul_ps(d, iq4_values_ps(_mm_and_si128(_mm_srli_epi16(q, 4), m4))));
+        put32_i8(y, iq4_values(nibbles_32(x[b].qs)), d, d);
     }
 }
 
 void to_float_iq4_xs(const void* src, float* y, int64_t n) {
     auto* x = static_cast<const BlockIQ4_XS*>(src);
-    const __m128i m4 = _mm_set1_epi8(0x0F);
     for (int64_t i = 0; i < n / 256; ++i) {
         const float d = h2f(x[i].d);
         for (int ib = 0; ib < 8; ++ib, y += 32) {
             const int ls = (((x[i].scales_l[ib / 2] >> (4 * (ib % 2))) & 0xF) | (((x[i].scales_h >> (2 * ib)) & 3) << 4)) - 32;
             const __m512 dl = _mm512_set1_ps(d * float(ls));
-            const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x[i].qs + 16 * ib));
-            _mm512_storeu_ps(y, _mm512_mul_ps(dl, iq4_values_ps(_mm_and_si128(q, m4))));
-            _mm512_storeu_ps(y + 16, _mm512_mul_ps(dl, iq4_values_ps(_mm_and_si128(_mm_srli_epi16(q, 4), m4))));
+            put32_i8(y, iq4_values(nibbles_32(x[i].qs + 16 * ib)), dl, dl);
         }
     }
-}
-
-// 32 levels (bytes of v) of one sub-block: y = dl * L - ml
-inline void k4_sub(__m256i v, float dl, float ml, float* y) {
-    const __m512 d = _mm512_set1_ps(dl), m = _mm512_set1_ps(ml);
-    _mm512_storeu_ps(y, _mm512_sub_ps(_mm512_mul_ps(d, u8x16_ps(_mm256_castsi256_si128(v), 0)), m));
-    _mm512_storeu_ps(y + 16, _mm512_sub_ps(_mm512_mul_ps(d, u8x16_ps(_mm256_extracti128_si256(v, 1), 0)), m));
 }
 
 // Q4_K / Q5_K: sub-block j's levels are nibbles of qs (low for even j), plus for Q5_K the
@@ -623,9 +603,9 @@ void to_float_q45_k(const void* src, float* y, int64_t n) {
         const float d = h2f(x[i].d), dmin = h2f(x[i].dmin);
         const uint8_t* sc = x[i].scales;
         __m256i qh = _mm256_setzero_si256();
-        if constexpr (kFifthBit) qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].qh));
+        if constexpr (kFifthBit) qh = load256(x[i].qh);
         for (int g = 0; g < 4; ++g) {   // 64 values: sub-block 2g (low nibbles), 2g + 1 (high)
-            const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].qs + 32 * g));
+            const __m256i q = load256(x[i].qs + 32 * g);
             for (int h = 0; h < 2; ++h) {
                 const int j = 2 * g + h;   // get_scale_min_k4
                 const int s6 = j < 4 ? sc[j] & 63 : (sc[j + 4] & 0xF) | ((sc[j - 4] >> 6) << 4);
@@ -633,7 +613,7 @@ void to_float_q45_k(const void* src, float* y, int64_t n) {
                 __m256i v = h ? _mm256_and_si256(_mm256_srli_epi16(q, 4), m4) : _mm256_and_si256(q, m4);
                 if constexpr (kFifthBit)
                     v = _mm256_or_si256(v, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, j), one), 4));
-                k4_sub(v, d * float(s6), dmin * float(m6), y + 32 * j);
+                put32_affine(y + 32 * j, v, _mm512_set1_ps(d * float(s6)), _mm512_set1_ps(-(dmin * float(m6))));
             }
         }
     }
@@ -646,9 +626,7 @@ void to_float_q6_k(const void* src, float* y, int64_t n) {
         const float d = h2f(x[i].d);
         for (int half = 0; half < 2; ++half, y += 128) {
             const uint8_t* ql = x[i].ql + 64 * half;
-            const __m256i l0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ql));
-            const __m256i l1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ql + 32));
-            const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].qh + 32 * half));
+            const __m256i l0 = load256(ql), l1 = load256(ql + 32), h = load256(x[i].qh + 32 * half);
             const __m256i L[4] = {   // elements 32k + l of this half (q6k_levels)
                 _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_and_si256(_mm256_slli_epi16(h, 4), m30)),
                 _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_and_si256(_mm256_slli_epi16(h, 2), m30)),
@@ -656,11 +634,9 @@ void to_float_q6_k(const void* src, float* y, int64_t n) {
                 _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4), _mm256_and_si256(_mm256_srli_epi16(h, 2), m30)),
             };
             const int8_t* sc = x[i].scales + 8 * half;
-            for (int k = 0; k < 4; ++k) {
-                const __m512 d0 = _mm512_set1_ps(d * float(sc[2 * k])), d1 = _mm512_set1_ps(d * float(sc[2 * k + 1]));
-                _mm512_storeu_ps(y + 32 * k, _mm512_mul_ps(d0, u8x16_ps(_mm256_castsi256_si128(L[k]), 32)));
-                _mm512_storeu_ps(y + 32 * k + 16, _mm512_mul_ps(d1, u8x16_ps(_mm256_extracti128_si256(L[k], 1), 32)));
-            }
+            for (int k = 0; k < 4; ++k)
+                put32_i8(y + 32 * k, minus(L[k], 32), _mm512_set1_ps(d * float(sc[2 * k])),
+                         _mm512_set1_ps(d * float(sc[2 * k + 1])));
         }
     }
 }
