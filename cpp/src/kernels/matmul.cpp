@@ -159,12 +159,8 @@ void matmul_amx(const WeightView& w, const float* x, int64_t n_tokens, float* y,
 }  // namespace
 
 const PackedWeights::Entry* PackedWeights::get(const WeightView& w, ThreadPool& pool) {
+    if (const Entry* e = find(w)) return e;
     if (!packed_path(w.type)) return nullptr;
-    {
-        std::lock_guard<std::mutex> lock(mu_);
-        auto it = map_.find(w.data);
-        if (it != map_.end()) return it->second.get();
-    }
     const PackedKey key{w.data, w.type, w.rows, w.cols};
     // one packer at a time: a second context asking for the same matrix waits and shares it
     std::lock_guard<std::mutex> shared_lock(shared_mu());
@@ -187,10 +183,7 @@ const PackedWeights::Entry* PackedWeights::get(const WeightView& w, ThreadPool& 
         for (auto it = shared_map().begin(); it != shared_map().end();)
             it = it->second.expired() ? shared_map().erase(it) : std::next(it);
     }
-    std::lock_guard<std::mutex> lock(mu_);
-    auto& slot = map_[w.data];
-    if (!slot) slot = std::move(e);
-    return slot.get();
+    return adopt(w, std::move(e));
 }
 
 const PackedWeights::Entry* PackedWeights::find(const WeightView& w) {
@@ -206,7 +199,12 @@ const PackedWeights::Entry* PackedWeights::find(const WeightView& w) {
         auto it = shared_map().find(PackedKey{w.data, w.type, w.rows, w.cols});
         if (it != shared_map().end()) e = it->second.lock();
     }
-    if (!e) return nullptr;
+    return e ? adopt(w, std::move(e)) : nullptr;
+}
+
+// This owner's reference to a shared copy (the one it already holds, if another thread of
+// the same owner got there first).
+const PackedWeights::Entry* PackedWeights::adopt(const WeightView& w, std::shared_ptr<Entry> e) {
     std::lock_guard<std::mutex> lock(mu_);
     auto& slot = map_[w.data];
     if (!slot) slot = std::move(e);

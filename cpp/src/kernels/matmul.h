@@ -42,6 +42,8 @@ class PackedWeights {
     size_t bytes() const;
 
   private:
+    const Entry* adopt(const WeightView& w, std::shared_ptr<Entry> e);
+
     mutable std::mutex mu_;
     std::unordered_map<const uint8_t*, std::shared_ptr<Entry>> map_;   // this owner's references
 };
