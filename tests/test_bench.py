@@ -74,3 +74,25 @@ def test_random_model_rejects_unknown_type(tmp_path):
     with pytest.raises(SystemExit):
         random_model.main([str(tmp_path / "x.gguf"), "--shape", "tiny", "--type", "Q9_X"])
     assert not (tmp_path / "x.gguf").exists()
+
+
+def test_profile_table_at_exit(small_models):
+    """LOWBIT_PROFILE=1: where a forward pass goes, per phase, printed when the process exits."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, LOWBIT_PROFILE="1")
+    cmd = [sys.executable, "-m", "lowbit", "bench", "-m", small_models["Q8_0"], "-p", "0", "-n", "3", "-r", "1", "-t", "2"]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = out.stderr.splitlines()
+    head = [ln for ln in lines if ln.startswith("lowbit profile:")]
+    assert len(head) == 1 and "forward calls" in head[0]
+    phases = {ln.split()[0]: ln.split() for ln in lines if ln.startswith("  ") and not ln.strip().startswith("phase")}
+    for name in ("q/k/v", "attention", "wo", "gate/up", "down", "output"):
+        assert name in phases, out.stderr
+    assert len(phases["gate/up"]) == 4 and float(phases["gate/up"][3]) > 0   # us/call, share, GB/s
+    env.pop("LOWBIT_PROFILE")
+    quiet = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert "lowbit profile" not in quiet.stderr

@@ -2,13 +2,6 @@
 
 #include <algorithm>
 
-#if defined(__x86_64__)
-#include <immintrin.h>
-#define LOWBIT_PAUSE() _mm_pause()
-#else
-#define LOWBIT_PAUSE() ((void)0)
-#endif
-
 namespace lowbit {
 
 namespace {
@@ -20,7 +13,7 @@ constexpr int kYieldIterations = 200;
 
 template <typename Ready>
 void wait_briefly(Ready ready) {
-    for (int i = 0; i < kSpinIterations && !ready(); ++i) LOWBIT_PAUSE();
+    for (int i = 0; i < kSpinIterations && !ready(); ++i) cpu_relax();
     for (int i = 0; i < kYieldIterations && !ready(); ++i) std::this_thread::yield();
 }
 

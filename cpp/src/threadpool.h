@@ -16,7 +16,18 @@
 #include <thread>
 #include <vector>
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 namespace lowbit {
+
+// One iteration of a spin-wait: tells the core that it is waiting (pause on x86).
+inline void cpu_relax() {
+#if defined(__x86_64__)
+    _mm_pause();
+#endif
+}
 
 class ThreadPool {
   public:

@@ -11,6 +11,7 @@
 #include "kernels/amx/amx_gemm.h"
 #include "kernels/avx512/ops512.h"
 #include "kernels/avx512/packed.h"
+#include "profile.h"
 
 namespace lowbit {
 
@@ -225,7 +226,9 @@ void matmul(const WeightView& w, const float* x, int64_t n_tokens, float* y, Thr
 }
 
 void matmul_many(const MatmulJob* jobs, int count, const float* x, int64_t n_tokens, ThreadPool& pool,
-                 MatmulScratch& scratch) {
+                 MatmulScratch& scratch, const RowsDone* rows_done) {
+    for (int j = 1; rows_done && j < count; ++j)
+        if (jobs[j].w->rows != jobs[0].w->rows) fail("matmul_many: rows_done needs products of equal rows");
     // the packed (and F16) kernels in one pass, unless some matrix lacks one, prefers AMX
     // tiles or has another row length: then each product on its own
     bool together = true;
@@ -237,6 +240,7 @@ void matmul_many(const MatmulJob* jobs, int count, const float* x, int64_t n_tok
             else if (amx_path(*jobs[j].w, n_tokens)) matmul_amx(*jobs[j].w, x, n_tokens, jobs[j].y, jobs[j].ld_y, pool, scratch);
             else matmul_generic(*jobs[j].w, x, n_tokens, jobs[j].y, jobs[j].ld_y, pool, scratch);
         }
+        if (rows_done) pool.parallel_for(jobs[0].w->rows, kRowGrain, *rows_done);
         return;
     }
     const int64_t cols = jobs[0].w->cols;
@@ -255,12 +259,16 @@ void matmul_many(const MatmulJob* jobs, int count, const float* x, int64_t n_tok
     if (scratch.bufs.size() < 8) scratch.bufs.resize(8);
     Type converted_as = Type::F32;   // vec_dot_type held in scratch.act (F32: none yet)
     size_t conv_row = 0;
+    prof::Scope act_scope(prof::kActQuant);
     for (int j = 0; j < count; ++j) {
         const WeightView& w = *jobs[j].w;
         int found = -1;
         for (int i = 0; i < n_acts; ++i)
             if (acts[i].type == w.type) found = i;
-        if (w.type != Type::F16) pw[j] = scratch.packed.get(w, pool);
+        if (w.type != Type::F16) {
+            const prof::Pause paused(act_scope);   // packing a matrix (first use) is not activation work
+            pw[j] = scratch.packed.get(w, pool);
+        }
         if (found >= 0) {
             act_of[j] = found;
             continue;
@@ -294,6 +302,7 @@ void matmul_many(const MatmulJob* jobs, int count, const float* x, int64_t n_tok
         act_of[j] = n_acts;
         acts[n_acts++] = a;
     }
+    act_scope.stop();
 
     // the rows of every matrix in chunks, handed out one at a time.  Prompts: 32 rows
     // against every token.  Decoding streams the weights: about four chunks per thread
@@ -328,13 +337,27 @@ void matmul_many(const MatmulJob* jobs, int count, const float* x, int64_t n_tok
             }
         }
     };
+    // rows_done: every product has the same rows and chunks; a range is done when all
+    // `count` of its chunks are (the counter reaches count)
+    const int64_t per_job = first_chunk[1];
+    std::unique_ptr<std::atomic<int>[]> done(rows_done ? new std::atomic<int>[size_t(per_job)] : nullptr);
+    for (int64_t k = 0; rows_done && k < per_job; ++k) done[size_t(k)].store(0, std::memory_order_relaxed);
+    auto finish = [&](int64_t c) {
+        const int64_t k = c % per_job;
+        if (done[size_t(k)].fetch_add(1, std::memory_order_acq_rel) == count - 1)
+            (*rows_done)(k * rows_per_chunk[0], std::min(jobs[0].w->rows, (k + 1) * rows_per_chunk[0]));
+    };
+    auto run_one = [&](int64_t c) {
+        run_chunk(c);
+        if (rows_done) finish(c);
+    };
     if (pool.size() == 1 || n_chunks == 1) {
-        for (int64_t c = 0; c < n_chunks; ++c) run_chunk(c);
+        for (int64_t c = 0; c < n_chunks; ++c) run_one(c);
         return;
     }
     std::atomic<int64_t> next{0};
     pool.run([&](int, int) {
-        for (int64_t c; (c = next.fetch_add(1, std::memory_order_relaxed)) < n_chunks;) run_chunk(c);
+        for (int64_t c; (c = next.fetch_add(1, std::memory_order_relaxed)) < n_chunks;) run_one(c);
     });
 }
 

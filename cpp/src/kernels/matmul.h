@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <unordered_map>
@@ -69,10 +70,17 @@ struct MatmulJob {
 void matmul(const WeightView& w, const float* x, int64_t n_tokens, float* y, ThreadPool& pool,
             MatmulScratch& scratch);
 
+// Called with [r0, r1) once rows r0..r1-1 of every product of a matmul_many are done
+// (for all tokens), on whichever thread finished the last of them; the ranges partition
+// the rows.  Element-wise work on the outputs (SwiGLU of gate and up) then runs inside
+// the same pass over the threads, spread over them, instead of after it on one.
+using RowsDone = std::function<void(int64_t r0, int64_t r1)>;
+
 // Several products of the same activations (Q, K and V; gate and up) in one pass over the
 // thread pool: the activations are converted once per format and the threads share out
-// the rows of all the matrices, so one synchronisation serves them all.
+// the rows of all the matrices, so one synchronisation serves them all.  With rows_done
+// (every product then has the same number of rows), see RowsDone.
 void matmul_many(const MatmulJob* jobs, int count, const float* x, int64_t n_tokens, ThreadPool& pool,
-                 MatmulScratch& scratch);
+                 MatmulScratch& scratch, const RowsDone* rows_done = nullptr);
 
 }  // namespace lowbit

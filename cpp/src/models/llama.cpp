@@ -11,6 +11,7 @@
 #include "formats/fp16.h"
 #include "kernels/avx512/ops512.h"
 #include "kernels/ops.h"
+#include "profile.h"
 
 namespace lowbit {
 
@@ -81,31 +82,67 @@ void attention_ref(int64_t g, int64_t hd, int64_t pos, float scale, const float*
     }
 }
 
-// Causal attention of n new tokens (positions pos0..) over the cache, all heads.  Jobs
-// are (token, key/value head) pairs taking the heads that share it together, or single
-// heads when there are too few pairs to keep every thread busy (one-token decoding).
-void attention(const HParams& hp, const KvCache& cache, int64_t layer, const float* q, int64_t n, int64_t pos0,
-               float* out, Workspace& ws, ThreadPool& pool, bool simd) {
-    const int64_t hd = hp.head_dim, n_head = hp.n_head, group = hp.n_head / hp.n_head_kv;
+// RoPE of token t's query heads that share key/value head kvh, and of that key head; the
+// key and value then go into the cache at the token's position.
+void rope_store(const HParams& hp, KvCache& cache, int64_t layer, float* q, float* k, const float* v, int64_t t,
+                int64_t pos, int64_t kvh, const float* cs, bool simd) {
+    const int64_t hd = hp.head_dim, group = hp.n_head / hp.n_head_kv;
+    const int64_t dq = hp.n_embd_q(), dkv = hp.n_embd_kv();
+    float* qh = q + t * dq + kvh * group * hd;
+    float* kh = k + t * dkv + kvh * hd;
+    const float* vh = v + t * dkv + kvh * hd;
+    uint16_t* kdst = cache.kt(layer) + kvh * hd * cache.stride() + pos;
+    uint16_t* vdst = cache.v(layer, pos) + kvh * hd;
+    if (simd) {
+        ops512::rope_norm(qh, group, hd, hp.n_rot, cs);
+        ops512::rope_norm(kh, 1, hd, hp.n_rot, cs);
+        ops512::to_fp16_strided(kh, kdst, cache.stride(), hd);
+        ops512::to_fp16(vh, vdst, hd);
+    } else {
+        rope_norm_cs(qh, group, hd, hp.n_rot, cs);
+        rope_norm_cs(kh, 1, hd, hp.n_rot, cs);
+        for (int64_t c = 0; c < hd; ++c) kdst[c * cache.stride()] = fp32_to_fp16(kh[c]);
+        for (int64_t c = 0; c < hd; ++c) vdst[c] = fp32_to_fp16(vh[c]);
+    }
+}
+
+// Causal attention of n new tokens (positions pos0..) over the cache, all heads, with the
+// new tokens' RoPE and cache writes in the same pass over the threads: those come first
+// (one item per token and key/value head), and attention jobs start once all are done.
+// Jobs are (token, key/value head) pairs taking the heads that share it together, or
+// single heads when there are too few pairs to keep every thread busy (one-token decoding).
+void attention(const HParams& hp, KvCache& cache, int64_t layer, float* q, float* k, const float* v, int64_t n,
+               int64_t pos0, const float* rope, float* out, Workspace& ws, ThreadPool& pool, bool simd) {
+    const int64_t hd = hp.head_dim, n_head = hp.n_head, n_kv = hp.n_head_kv, group = hp.n_head / hp.n_head_kv;
     const float scale = 1.0f / std::sqrt(float(hd));
-    const int64_t per_job = n * hp.n_head_kv >= 4 * pool.size() ? group : 1;
+    const int64_t per_job = n * n_kv >= 4 * pool.size() ? group : 1;
     const int64_t jobs_per_token = n_head / per_job;
     const bool vec = simd && hd % 16 == 0;
     const int64_t dq = hp.n_embd_q(), dkv = hp.n_embd_kv();
-    std::atomic<int64_t> next{0};
+    const int64_t n_prep = n * n_kv, n_jobs = n_prep + n * jobs_per_token;
+    std::atomic<int64_t> next{0}, prepared{0};
     pool.run([&](int tid, int) {
         float* scratch = ws.scores[size_t(tid)].data();
-        for (int64_t job; (job = next.fetch_add(1, std::memory_order_relaxed)) < n * jobs_per_token;) {
+        for (int64_t job; (job = next.fetch_add(1, std::memory_order_relaxed)) < n_jobs;) {
+            if (job < n_prep) {
+                const int64_t t = job / n_kv, pos = pos0 + t;
+                rope_store(hp, cache, layer, q, k, v, t, pos, job % n_kv, rope + pos * hp.n_rot, simd);
+                prepared.fetch_add(1, std::memory_order_acq_rel);
+                continue;
+            }
+            // every item above has been claimed by a running thread, which finishes it
+            while (prepared.load(std::memory_order_acquire) < n_prep) cpu_relax();
+            job -= n_prep;
             const int64_t t = job / jobs_per_token, h0 = (job % jobs_per_token) * per_job, kvh = h0 / group;
             const int64_t pos = pos0 + t;
             const float* qs = q + t * dq + h0 * hd;
             const uint16_t* kt = cache.kt(layer) + kvh * hd * cache.stride();
-            const uint16_t* v = cache.v(layer, 0) + kvh * hd;
+            const uint16_t* vc = cache.v(layer, 0) + kvh * hd;
             float* o = out + t * dq + h0 * hd;
             if (vec)
-                ops512::attention_group(per_job, hd, pos, scale, qs, hd, kt, cache.stride(), v, dkv, o, hd, scratch);
+                ops512::attention_group(per_job, hd, pos, scale, qs, hd, kt, cache.stride(), vc, dkv, o, hd, scratch);
             else
-                attention_ref(per_job, hd, pos, scale, qs, hd, kt, cache.stride(), v, dkv, o, hd, scratch);
+                attention_ref(per_job, hd, pos, scale, qs, hd, kt, cache.stride(), vc, dkv, o, hd, scratch);
         }
     });
 }
@@ -125,6 +162,8 @@ const float* rope_table(const HParams& hp, Workspace& ws, int64_t upto) {
     return ws.rope_cs.data();
 }
 
+size_t weight_bytes(const WeightView& w) { return w.row_bytes * size_t(w.rows); }
+
 }  // namespace
 
 void llama_forward(const Model& m, KvCache& cache, Workspace& ws, ThreadPool& pool, const int32_t* tokens,
@@ -142,6 +181,7 @@ void llama_forward(const Model& m, KvCache& cache, Workspace& ws, ThreadPool& po
     for (auto& s : ws.scores) resize(s, group * (cache.stride() + 64 + hp.head_dim));
     if (ws.rope_filled > 0 && int64_t(ws.rope_cs.size()) < ws.rope_filled * hp.n_rot) ws.rope_filled = 0;
     const float* rope = rope_table(hp, ws, pos0 + n);
+    const prof::Scope whole(prof::kForward);
 
     float* x = ws.x.data();
     float* xn = ws.xn.data();
@@ -156,55 +196,64 @@ void llama_forward(const Model& m, KvCache& cache, Workspace& ws, ThreadPool& po
         pool.parallel_for(total / width, 1, [&](int64_t r0, int64_t r1) { fn(r0 * width, (r1 - r0) * width); });
     };
 
+    auto add_residual = [&] {   // x += proj
+        const prof::Scope s(prof::kResidual);
+        rows(n * d, d, [&](int64_t off, int64_t len) {
+            if (simd) ops512::add_inplace(x + off, ws.proj.data() + off, len);
+            else add_inplace(x + off, ws.proj.data() + off, len);
+        });
+    };
+
+    const RowsDone swiglu_rows = [&](int64_t r0, int64_t r1) {   // hidden = silu(gate) * up, rows [r0, r1)
+        for (int64_t t = 0; t < n; ++t) {
+            const int64_t off = t * ff + r0;
+            if (simd) ops512::swiglu(ws.gate.data() + off, ws.up.data() + off, ws.hidden.data() + off, r1 - r0);
+            else swiglu(ws.gate.data() + off, ws.up.data() + off, ws.hidden.data() + off, r1 - r0);
+        }
+    };
+
     for (int64_t l = 0; l < hp.n_layer; ++l) {
         const LayerWeights& L = m.layers[size_t(l)];
         // attention block
-        per_token([&](int64_t t) { norm_row(x + t * d, L.attn_norm, xn + t * d, d, hp.rms_eps, simd); });
-        const MatmulJob qkv[3] = {{&L.wq, ws.q.data(), dq}, {&L.wk, ws.k.data(), dkv}, {&L.wv, ws.v.data(), dkv}};
-        matmul_many(qkv, 3, xn, n, pool, ws.mm);
-        per_token([&](int64_t t) {
-            const int64_t pos = pos0 + t;
-            const float* cs = rope + pos * hp.n_rot;
-            float* qt = ws.q.data() + t * dq;
-            float* kt = ws.k.data() + t * dkv;
-            uint16_t* kdst = cache.kt(l) + pos;
-            if (simd) {
-                ops512::rope_norm(qt, hp.n_head, hp.head_dim, hp.n_rot, cs);
-                ops512::rope_norm(kt, hp.n_head_kv, hp.head_dim, hp.n_rot, cs);
-                ops512::to_fp16_strided(kt, kdst, cache.stride(), dkv);
-                ops512::to_fp16(ws.v.data() + t * dkv, cache.v(l, pos), dkv);
-            } else {
-                rope_norm_cs(qt, hp.n_head, hp.head_dim, hp.n_rot, cs);
-                rope_norm_cs(kt, hp.n_head_kv, hp.head_dim, hp.n_rot, cs);
-                for (int64_t c = 0; c < dkv; ++c) kdst[c * cache.stride()] = fp32_to_fp16(kt[c]);
-                uint16_t* vdst = cache.v(l, pos);
-                for (int64_t c = 0; c < dkv; ++c) vdst[c] = fp32_to_fp16(ws.v[size_t(t * dkv + c)]);
-            }
-        });
-        attention(hp, cache, l, ws.q.data(), n, pos0, ws.attn.data(), ws, pool, simd);
-        matmul(L.wo, ws.attn.data(), n, ws.proj.data(), pool, ws.mm);
-        rows(n * d, d, [&](int64_t off, int64_t len) {
-            if (simd) ops512::add_inplace(x + off, ws.proj.data() + off, len);
-            else add_inplace(x + off, ws.proj.data() + off, len);
-        });
+        {
+            const prof::Scope s(prof::kNorm);
+            per_token([&](int64_t t) { norm_row(x + t * d, L.attn_norm, xn + t * d, d, hp.rms_eps, simd); });
+        }
+        {
+            const prof::Scope s(prof::kQkv, weight_bytes(L.wq) + weight_bytes(L.wk) + weight_bytes(L.wv));
+            const MatmulJob qkv[3] = {{&L.wq, ws.q.data(), dq}, {&L.wk, ws.k.data(), dkv}, {&L.wv, ws.v.data(), dkv}};
+            matmul_many(qkv, 3, xn, n, pool, ws.mm);
+        }
+        {
+            const prof::Scope s(prof::kAttention);
+            attention(hp, cache, l, ws.q.data(), ws.k.data(), ws.v.data(), n, pos0, rope, ws.attn.data(), ws, pool, simd);
+        }
+        {
+            const prof::Scope s(prof::kWo, weight_bytes(L.wo));
+            matmul(L.wo, ws.attn.data(), n, ws.proj.data(), pool, ws.mm);
+        }
+        add_residual();
 
         // feed-forward block
-        per_token([&](int64_t t) { norm_row(x + t * d, L.ffn_norm, xn + t * d, d, hp.rms_eps, simd); });
-        const MatmulJob gate_up[2] = {{&L.w_gate, ws.gate.data(), ff}, {&L.w_up, ws.up.data(), ff}};
-        matmul_many(gate_up, 2, xn, n, pool, ws.mm);
-        rows(n * ff, ff, [&](int64_t off, int64_t len) {
-            if (simd) ops512::swiglu(ws.gate.data() + off, ws.up.data() + off, ws.hidden.data() + off, len);
-            else swiglu(ws.gate.data() + off, ws.up.data() + off, ws.hidden.data() + off, len);
-        });
-        matmul(L.w_down, ws.hidden.data(), n, ws.proj.data(), pool, ws.mm);
-        rows(n * d, d, [&](int64_t off, int64_t len) {
-            if (simd) ops512::add_inplace(x + off, ws.proj.data() + off, len);
-            else add_inplace(x + off, ws.proj.data() + off, len);
-        });
+        {
+            const prof::Scope s(prof::kNorm);
+            per_token([&](int64_t t) { norm_row(x + t * d, L.ffn_norm, xn + t * d, d, hp.rms_eps, simd); });
+        }
+        {   // SwiGLU of each range of rows runs as soon as its gate and up rows are done
+            const prof::Scope s(prof::kGateUp, weight_bytes(L.w_gate) + weight_bytes(L.w_up));
+            const MatmulJob gate_up[2] = {{&L.w_gate, ws.gate.data(), ff}, {&L.w_up, ws.up.data(), ff}};
+            matmul_many(gate_up, 2, xn, n, pool, ws.mm, &swiglu_rows);
+        }
+        {
+            const prof::Scope s(prof::kDown, weight_bytes(L.w_down));
+            matmul(L.w_down, ws.hidden.data(), n, ws.proj.data(), pool, ws.mm);
+        }
+        add_residual();
     }
 
     // classifier, only for the rows the caller wants
     const int64_t first = n - n_out;
+    const prof::Scope s(prof::kOutput, weight_bytes(m.output));
     for (int64_t t = first; t < n; ++t) norm_row(x + t * d, m.output_norm, xn + t * d, d, hp.rms_eps, simd);
     matmul(m.output, xn + first * d, n_out, logits, pool, ws.mm);
 }
