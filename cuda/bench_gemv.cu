@@ -2,7 +2,9 @@
 // dequantizer (float64 reference), then times decode (1 token) on the Llama-3-8B shapes
 // and reports achieved GB/s next to the device-to-device copy bandwidth of the same run.
 //
-//   bench_gemv [--check-only] [--types Q4_0,Q8_0,...] [--reps N]
+//   bench_gemv [--check-only] [--types Q4_0,Q8_0,...] [--reps N] [--pdl]
+//
+// --pdl: the timed launches are programmatic dependents of each other, as in the decode graph.
 //
 // Exit status 1 if any check fails.
 #include <cuda_runtime.h>
@@ -86,7 +88,7 @@ Check check_case(Type t, int64_t rows, int64_t cols, int64_t ntok, std::mt19937&
 }  // namespace
 
 int main(int argc, char** argv) {
-    bool check_only = false, prefill_only = false;
+    bool check_only = false, prefill_only = false, pdl = false;
     int reps = 20;
     std::vector<std::string> types = {"Q4_0", "Q4_1", "Q8_0", "F16", "Q4_K", "Q6_K", "Q5_K",
                                       "Q2_K", "Q3_K", "Q5_0", "Q5_1", "IQ4_NL", "BF16", "F32"};
@@ -95,6 +97,7 @@ int main(int argc, char** argv) {
         if (a == "--check-only") check_only = true;
         else if (a == "--prefill-only") prefill_only = true;
         else if (a == "--reps" && i + 1 < argc) reps = std::atoi(argv[++i]);
+        else if (a == "--pdl") pdl = true;
         else if (a == "--types" && i + 1 < argc) {
             types.clear();
             std::string s = argv[++i];
@@ -106,7 +109,7 @@ int main(int argc, char** argv) {
                 p = q + 1;
             }
         } else {
-            std::fprintf(stderr, "usage: bench_gemv [--check-only | --prefill-only] [--types A,B] [--reps N]\n");
+            std::fprintf(stderr, "usage: bench_gemv [--check-only | --prefill-only] [--types A,B] [--reps N] [--pdl]\n");
             return 2;
         }
     }
@@ -220,7 +223,8 @@ int main(int argc, char** argv) {
     // ---- decode GEMV timing ------------------------------------------------------------------
     const Shape shapes[] = {{4096, 4096, "q/o"}, {14336, 4096, "gate/up"}, {4096, 14336, "down"},
                             {128256, 4096, "output"}};
-    std::printf("\ndecode GEMV, 1 token, graph of 20 launches over rotating weight copies, median of %d\n", reps);
+    std::printf("\ndecode GEMV, 1 token, graph of 20 launches over rotating weight copies%s, median of %d\n",
+                pdl ? " (programmatic dependents)" : "", reps);
     std::printf("%-7s %-15s %-8s %10s %10s %9s %8s\n", "type", "rows x cols", "role", "MB", "us", "GB/s", "%copy");
     const size_t l2 = size_t(prop.l2CacheSize);
     for (const auto& name : types) {
@@ -265,7 +269,7 @@ int main(int argc, char** argv) {
             cudaGraph_t graph;
             cudaGraphExec_t exec;
             LB_CUDA_CHECK(cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal));
-            for (int i = 0; i < kLaunches; ++i) gemv(ws[size_t(i % nbuf)], a, 1, y, s.rows, false, st);
+            for (int i = 0; i < kLaunches; ++i) gemv(ws[size_t(i % nbuf)], a, 1, y, s.rows, false, st, pdl);
             LB_CUDA_CHECK(cudaStreamEndCapture(st, &graph));
             LB_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
             LB_CUDA_CHECK(cudaGraphLaunch(exec, st));

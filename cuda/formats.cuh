@@ -39,7 +39,18 @@ __device__ __forceinline__ uint32_t ld32(const uint8_t* p) {
 __device__ __forceinline__ uint32_t spread4(uint32_t n) { return (n * 0x00204081u) & 0x01010101u; }
 
 struct FQ4_0 {
-    static constexpr int BYTES = 18, QK = 32, ALIGN = 2, CHUNK = 128;
+    static constexpr int BYTES = 18, QK = 32, ALIGN = 2, CHUNK = 128, PH = 2, PNV = 1;
+    static __device__ __forceinline__ void unit_planar(const uint4* p, uint32_t h, Unit& u) {
+        const float d = h2f(uint16_t(h));
+        const uint32_t q[4] = {p[0].x, p[0].y, p[0].z, p[0].w};
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+            u.w[k] = int(q[k] & 0x0F0F0F0Fu);
+            u.w[k + 4] = int((q[k] >> 4) & 0x0F0F0F0Fu);
+        }
+        u.sc[0] = u.sc[1] = d;
+        u.of[0] = u.of[1] = -8.0f * d;
+    }
     static __device__ __forceinline__ void unit(const uint8_t* b, int, Unit& u) {
         const float d = h2f(ld16(b));
 #pragma unroll
@@ -54,7 +65,18 @@ struct FQ4_0 {
 };
 
 struct FQ4_1 {
-    static constexpr int BYTES = 20, QK = 32, ALIGN = 4, CHUNK = 128;
+    static constexpr int BYTES = 20, QK = 32, ALIGN = 4, CHUNK = 128, PH = 4, PNV = 1;
+    static __device__ __forceinline__ void unit_planar(const uint4* p, uint32_t h, Unit& u) {
+        const float d = h2f(uint16_t(h)), m = h2f(uint16_t(h >> 16));
+        const uint32_t q[4] = {p[0].x, p[0].y, p[0].z, p[0].w};
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+            u.w[k] = int(q[k] & 0x0F0F0F0Fu);
+            u.w[k + 4] = int((q[k] >> 4) & 0x0F0F0F0Fu);
+        }
+        u.sc[0] = u.sc[1] = d;
+        u.of[0] = u.of[1] = m;
+    }
     static __device__ __forceinline__ void unit(const uint8_t* b, int, Unit& u) {
         const float d = h2f(ld16(b)), m = h2f(ld16(b + 2));
 #pragma unroll
@@ -69,7 +91,7 @@ struct FQ4_1 {
 };
 
 struct FQ5_0 {
-    static constexpr int BYTES = 22, QK = 32, ALIGN = 2, CHUNK = 128;
+    static constexpr int BYTES = 22, QK = 32, ALIGN = 2, CHUNK = 128, PH = 0, PNV = 0;
     static __device__ __forceinline__ void unit(const uint8_t* b, int, Unit& u) {
         const float d = h2f(ld16(b));
         const uint32_t qh = ld32<ALIGN>(b + 2);
@@ -85,7 +107,7 @@ struct FQ5_0 {
 };
 
 struct FQ5_1 {
-    static constexpr int BYTES = 24, QK = 32, ALIGN = 8, CHUNK = 128;
+    static constexpr int BYTES = 24, QK = 32, ALIGN = 8, CHUNK = 128, PH = 0, PNV = 0;
     static __device__ __forceinline__ void unit(const uint8_t* b, int, Unit& u) {
         const float d = h2f(ld16(b)), m = h2f(ld16(b + 2));
         const uint32_t qh = ld32<ALIGN>(b + 4);
@@ -101,7 +123,14 @@ struct FQ5_1 {
 };
 
 struct FQ8_0 {
-    static constexpr int BYTES = 34, QK = 32, ALIGN = 2, CHUNK = 128;
+    static constexpr int BYTES = 34, QK = 32, ALIGN = 2, CHUNK = 128, PH = 2, PNV = 2;
+    static __device__ __forceinline__ void unit_planar(const uint4* p, uint32_t h, Unit& u) {
+        const float d = h2f(uint16_t(h));
+        u.w[0] = int(p[0].x); u.w[1] = int(p[0].y); u.w[2] = int(p[0].z); u.w[3] = int(p[0].w);
+        u.w[4] = int(p[1].x); u.w[5] = int(p[1].y); u.w[6] = int(p[1].z); u.w[7] = int(p[1].w);
+        u.sc[0] = u.sc[1] = d;
+        u.of[0] = u.of[1] = 0.0f;
+    }
     static __device__ __forceinline__ void unit(const uint8_t* b, int, Unit& u) {
         const float d = h2f(ld16(b));
 #pragma unroll
@@ -128,7 +157,18 @@ __device__ __forceinline__ uint32_t iq4nl_lookup(uint32_t idx /* one 4-bit index
 }
 
 struct FIQ4_NL {
-    static constexpr int BYTES = 18, QK = 32, ALIGN = 2, CHUNK = 128;
+    static constexpr int BYTES = 18, QK = 32, ALIGN = 2, CHUNK = 128, PH = 2, PNV = 1;
+    static __device__ __forceinline__ void unit_planar(const uint4* p, uint32_t h, Unit& u) {
+        const float d = h2f(uint16_t(h));
+        const uint32_t q[4] = {p[0].x, p[0].y, p[0].z, p[0].w};
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+            u.w[k] = int(iq4nl_lookup(q[k] & 0x0F0F0F0Fu));
+            u.w[k + 4] = int(iq4nl_lookup((q[k] >> 4) & 0x0F0F0F0Fu));
+        }
+        u.sc[0] = u.sc[1] = d;
+        u.of[0] = u.of[1] = 0.0f;
+    }
     static __device__ __forceinline__ void unit(const uint8_t* b, int, Unit& u) {
         const float d = h2f(ld16(b));
 #pragma unroll
@@ -145,7 +185,7 @@ struct FIQ4_NL {
 // ---- k-quants: 256-element super-blocks, 8 units each ---------------------------------
 
 struct FQ2_K {   // scales[16] qs[64] d dmin
-    static constexpr int BYTES = 84, QK = 256, ALIGN = 4, CHUNK = 16;
+    static constexpr int BYTES = 84, QK = 256, ALIGN = 4, CHUNK = 16, PH = 0, PNV = 0;
     static __device__ __forceinline__ void unit(const uint8_t* b, int j, Unit& u) {
         const float d = h2f(ld16(b + 80)), dmin = h2f(ld16(b + 82));
         const uint8_t* qs = b + 16 + 32 * (j >> 2);
@@ -163,7 +203,7 @@ struct FQ2_K {   // scales[16] qs[64] d dmin
 };
 
 struct FQ3_K {   // hmask[32] qs[64] scales[12] d
-    static constexpr int BYTES = 110, QK = 256, ALIGN = 2, CHUNK = 16;
+    static constexpr int BYTES = 110, QK = 256, ALIGN = 2, CHUNK = 16, PH = 0, PNV = 0;
     static __device__ __forceinline__ void unit(const uint8_t* b, int j, Unit& u) {
         const float d = h2f(ld16(b + 108));
         const uint8_t* qs = b + 32 + 32 * (j >> 2);
@@ -198,7 +238,7 @@ __device__ __forceinline__ void scale_min_k4(int j, const uint8_t* q, int& sc, i
 }
 
 struct FQ4_K {   // d dmin scales[12] qs[128]
-    static constexpr int BYTES = 144, QK = 256, ALIGN = 16, CHUNK = 16;
+    static constexpr int BYTES = 144, QK = 256, ALIGN = 16, CHUNK = 16, PH = 0, PNV = 0;
     static __device__ __forceinline__ void unit(const uint8_t* b, int j, Unit& u) {
         const float d = h2f(ld16(b)), dmin = h2f(ld16(b + 2));
         const uint8_t* qs = b + 16 + 32 * (j >> 1);
@@ -213,7 +253,7 @@ struct FQ4_K {   // d dmin scales[12] qs[128]
 };
 
 struct FQ5_K {   // d dmin scales[12] qh[32] qs[128]
-    static constexpr int BYTES = 176, QK = 256, ALIGN = 16, CHUNK = 16;
+    static constexpr int BYTES = 176, QK = 256, ALIGN = 16, CHUNK = 16, PH = 0, PNV = 0;
     static __device__ __forceinline__ void unit(const uint8_t* b, int j, Unit& u) {
         const float d = h2f(ld16(b)), dmin = h2f(ld16(b + 2));
         const uint8_t* qs = b + 48 + 32 * (j >> 1);
@@ -232,7 +272,7 @@ struct FQ5_K {   // d dmin scales[12] qh[32] qs[128]
 };
 
 struct FQ6_K {   // ql[128] qh[64] scales[16] (int8) d
-    static constexpr int BYTES = 210, QK = 256, ALIGN = 2, CHUNK = 16;
+    static constexpr int BYTES = 210, QK = 256, ALIGN = 2, CHUNK = 16, PH = 0, PNV = 0;
     static __device__ __forceinline__ void unit(const uint8_t* b, int j, Unit& u) {
         const float d = h2f(ld16(b + 208));
         const int n = j >> 2, qq = j & 3;
@@ -253,6 +293,48 @@ struct FQ6_K {   // ql[128] qh[64] scales[16] (int8) d
         }
     }
 };
+
+// ---- the planar row layout (decode streams it without shared memory) -------------------
+//
+// A format with PNV > 0 has blocks of PH header bytes (scales) followed by PNV * 16 bytes
+// of quants.  On the device its rows may be stored planar: plane j (j < PNV) holds bytes
+// [PH + 16j, PH + 16j + 16) of every block, nb * 16 bytes, then the headers, nb * PH
+// bytes.  The row keeps its size; blocks are no longer contiguous, but every block's quants
+// are 16-byte aligned and a warp reading block lane + 32k of plane j reads 512 contiguous
+// bytes: one coalesced 16-byte load per lane straight into registers.
+
+// Byte i of a planar row of nb blocks comes from byte planar_source(i) of the stored row.
+__host__ __device__ inline int planar_source(int i, int nb, int ph, int pnv) {
+    const int plane_bytes = nb * 16;
+    if (i < pnv * plane_bytes) {
+        const int j = i / plane_bytes, r = i % plane_bytes;
+        return (r / 16) * (ph + 16 * pnv) + ph + 16 * j + r % 16;
+    }
+    const int r = i - pnv * plane_bytes;
+    return (r / ph) * (ph + 16 * pnv) + r % ph;
+}
+
+template <int PH>
+__device__ __forceinline__ uint32_t planar_header(const uint8_t* p) {
+    if constexpr (PH == 4) return *reinterpret_cast<const uint32_t*>(p);
+    else return *reinterpret_cast<const uint16_t*>(p);
+}
+
+// Unit u (32 values) of a row of nb blocks, stored as the format's blocks or planar.
+template <class F>
+__device__ __forceinline__ void row_unit(const uint8_t* row, int nb, int u, bool planar, Unit& un) {
+    if constexpr (F::PNV > 0) {
+        if (planar) {   // QK == 32: unit u is block u
+            uint4 p[F::PNV];
+#pragma unroll
+            for (int j = 0; j < F::PNV; ++j) p[j] = reinterpret_cast<const uint4*>(row)[size_t(j) * nb + u];
+            F::unit_planar(p, planar_header<F::PH>(row + size_t(F::PNV) * nb * 16 + size_t(u) * F::PH), un);
+            return;
+        }
+    }
+    constexpr int UNITS = F::QK / 32;
+    F::unit(row + size_t(u / UNITS) * F::BYTES, u % UNITS, un);
+}
 
 // value of element l (0..31) of a decoded unit
 __device__ __forceinline__ float unit_value(const Unit& u, int l) {

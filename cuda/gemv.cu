@@ -30,6 +30,31 @@ namespace {
 
 constexpr int kWarps = 4;   // rows per block of threads
 
+// dot(decoded unit, the 32 int8 activations at xq with their sums *xs)
+__device__ __forceinline__ float unit_dot(const Unit& un, const int8_t* __restrict__ xq, const Q8Sums* __restrict__ xs) {
+    const int4* xp = reinterpret_cast<const int4*>(xq);
+    const int4 a = __ldg(xp), b = __ldg(xp + 1);
+    const float4 s = __ldg(reinterpret_cast<const float4*>(xs));
+    int lo = __dp4a(un.w[0], a.x, 0);
+    lo = __dp4a(un.w[1], a.y, lo);
+    lo = __dp4a(un.w[2], a.z, lo);
+    lo = __dp4a(un.w[3], a.w, lo);
+    int hi = __dp4a(un.w[4], b.x, 0);
+    hi = __dp4a(un.w[5], b.y, hi);
+    hi = __dp4a(un.w[6], b.z, hi);
+    hi = __dp4a(un.w[7], b.w, hi);
+    return s.x * (un.sc[0] * float(lo) + un.sc[1] * float(hi)) + un.of[0] * s.z + un.of[1] * s.w;
+}
+
+// 16 bytes of weights that this thread reads once: not kept in L1
+__device__ __forceinline__ uint4 ld_stream(const uint4* p) {
+    uint4 v;
+    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+                 : "l"(p));
+    return v;
+}
+
 template <class F, int NT, int CDIV = 1>
 __global__ void __launch_bounds__(kWarps * 32)
 gemv_q_kernel(const uint8_t* __restrict__ W, size_t pitch, int nblocks, int nrows, const int8_t* __restrict__ xq,
@@ -85,20 +110,7 @@ gemv_q_kernel(const uint8_t* __restrict__ W, size_t pitch, int nblocks, int nrow
             const int64_t ug = int64_t(bbase) * UNITS + u;   // column / 32
 #pragma unroll
             for (int t = 0; t < NT; ++t) {
-                if (t < nt) {
-                    const int4* xp = reinterpret_cast<const int4*>(xq + int64_t(t0 + t) * cols + ug * 32);
-                    const int4 a = __ldg(xp), b = __ldg(xp + 1);
-                    const float4 s = __ldg(reinterpret_cast<const float4*>(xs + int64_t(t0 + t) * nb32 + ug));
-                    int lo = __dp4a(un.w[0], a.x, 0);
-                    lo = __dp4a(un.w[1], a.y, lo);
-                    lo = __dp4a(un.w[2], a.z, lo);
-                    lo = __dp4a(un.w[3], a.w, lo);
-                    int hi = __dp4a(un.w[4], b.x, 0);
-                    hi = __dp4a(un.w[5], b.y, hi);
-                    hi = __dp4a(un.w[6], b.z, hi);
-                    hi = __dp4a(un.w[7], b.w, hi);
-                    acc[t] += s.x * (un.sc[0] * float(lo) + un.sc[1] * float(hi)) + un.of[0] * s.z + un.of[1] * s.w;
-                }
+                if (t < nt) acc[t] += unit_dot(un, xq + int64_t(t0 + t) * cols + ug * 32, xs + int64_t(t0 + t) * nb32 + ug);
             }
         }
         __syncwarp();   // everyone is done with `cur` before it is refilled
@@ -111,6 +123,96 @@ gemv_q_kernel(const uint8_t* __restrict__ W, size_t pitch, int nblocks, int nrow
             *out = accumulate ? *out + v : v;
         }
     }
+}
+
+// Planar rows (formats.cuh): one warp per row, lane l taking blocks l, l + 32, ...; the
+// quants load straight into registers (16-byte coalesced, no shared memory).  A step is B
+// blocks per lane; S steps are in flight, all of them requested before the activations
+// are waited for (under PDL that overlaps the kernels before), and each step is refilled
+// as soon as it has been used.
+//
+// Registers: 64 per thread when the steps hold <= 128 bytes of quants per lane, so that 32
+// warps fit an SM (a 4096-row matrix in one wave on 132 SMs).
+template <class F, int NT, int B, int S>
+__global__ void __launch_bounds__(kWarps * 32, (NT == 1 && S * B * F::PNV <= 8) ? 8 : 4)
+gemv_planar_kernel(const uint8_t* __restrict__ W, size_t pitch, int nb, int nrows, const int8_t* __restrict__ xq,
+                   const Q8Sums* __restrict__ xs, int64_t cols, int ntok, float* __restrict__ y, int64_t ldy,
+                   int accumulate, int pre) {
+    constexpr int NV = F::PNV;
+    constexpr int STEP = 32 * B;   // blocks of the row per step (all lanes)
+    griddep_launch();
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int row = blockIdx.x * kWarps + warp;
+    if (row >= nrows) return;   // warp-uniform
+    const uint8_t* wrow = W + size_t(row) * pitch;
+    const uint4* planes = reinterpret_cast<const uint4*>(wrow);
+    const uint8_t* hdr = wrow + size_t(NV) * nb * 16;
+    const int t0 = blockIdx.y * NT;
+    const int nt = min(NT, ntok - t0);
+
+    uint4 v[S][B][NV];
+    uint32_t h[S][B];
+    auto load = [&](int s, int b0) {
+#pragma unroll
+        for (int k = 0; k < B; ++k) {
+            const int b = b0 + 32 * k + lane;
+            if (b < nb) {
+#pragma unroll
+                for (int j = 0; j < NV; ++j) v[s][k][j] = ld_stream(planes + size_t(j) * nb + b);
+                h[s][k] = planar_header<F::PH>(hdr + size_t(b) * F::PH);
+            }
+        }
+    };
+    float acc[NT];
+#pragma unroll
+    for (int t = 0; t < NT; ++t) acc[t] = 0.0f;
+    auto compute = [&](int s, int b0) {
+#pragma unroll
+        for (int k = 0; k < B; ++k) {
+            const int b = b0 + 32 * k + lane;
+            if (b < nb) {
+                Unit un;
+                F::unit_planar(v[s][k], h[s][k], un);
+#pragma unroll
+                for (int t = 0; t < NT; ++t)
+                    if (t < nt)
+                        acc[t] += unit_dot(un, xq + int64_t(t0 + t) * cols + int64_t(b) * 32, xs + int64_t(t0 + t) * nb + b);
+            }
+        }
+    };
+#pragma unroll
+    for (int s = 0; s < S; ++s)
+        if (s < pre) load(s, s * STEP);
+    griddep_wait();   // weights only above this line
+#pragma unroll
+    for (int s = 0; s < S; ++s)
+        if (s >= pre) load(s, s * STEP);
+    for (int b0 = 0; b0 < nb; b0 += S * STEP) {
+#pragma unroll
+        for (int s = 0; s < S; ++s) {
+            compute(s, b0 + s * STEP);
+            if (b0 + (s + S) * STEP < nb) load(s, b0 + (s + S) * STEP);
+        }
+    }
+#pragma unroll
+    for (int t = 0; t < NT; ++t) {
+        const float r = warp_sum(acc[t]);
+        if (lane == 0 && t < nt) {
+            float* out = y + int64_t(t0 + t) * ldy + row;
+            *out = accumulate ? *out + r : r;
+        }
+    }
+}
+
+// Stored blocks -> planar rows, one block of threads per row (the row staged in shared memory).
+template <class F>
+__global__ void planarize_kernel(uint8_t* __restrict__ W, size_t pitch, int nb) {
+    extern __shared__ __align__(16) uint8_t srow[];
+    uint8_t* row = W + size_t(blockIdx.x) * pitch;
+    const int bytes = nb * F::BYTES;
+    for (int i = threadIdx.x; i < bytes; i += blockDim.x) srow[i] = row[i];
+    __syncthreads();
+    for (int i = threadIdx.x; i < bytes; i += blockDim.x) row[i] = srow[planar_source(i, nb, F::PH, F::PNV)];
 }
 
 // KIND: 0 F32, 1 F16, 2 BF16
@@ -224,14 +326,14 @@ __global__ void quantize_q8_kernel(const float* __restrict__ x, int64_t ldx, int
 }
 
 template <class F>
-__global__ void dequant_rows_q_kernel(const uint8_t* __restrict__ W, size_t pitch, int nblocks,
+__global__ void dequant_rows_q_kernel(const uint8_t* __restrict__ W, size_t pitch, int nblocks, bool planar,
                                       const int32_t* __restrict__ rows, float* __restrict__ out, int64_t cols) {
     constexpr int UNITS = F::QK / 32;
     const uint8_t* wr = W + size_t(rows[blockIdx.x]) * pitch;
     float* o = out + int64_t(blockIdx.x) * cols;
     for (int u = threadIdx.x; u < nblocks * UNITS; u += blockDim.x) {
         Unit un;
-        F::unit(wr + (u / UNITS) * F::BYTES, u % UNITS, un);
+        row_unit<F>(wr, nblocks, u, planar, un);
 #pragma unroll
         for (int l = 0; l < 32; ++l) o[u * 32 + l] = unit_value(un, l);
     }
@@ -248,6 +350,22 @@ __global__ void dequant_rows_f_kernel(const uint8_t* __restrict__ W, size_t pitc
 // ---- host side ------------------------------------------------------------------------
 
 template <class F>
+void launch_planar(const DevMatrix& w, const DevAct& a, int64_t ntok, float* y, int64_t ldy, int acc, cudaStream_t st,
+                   bool pdl) {
+    const int nb = int(w.cols / F::QK);
+    const dim3 block(kWarps * 32);
+    const dim3 grid(unsigned(ceil_div(w.rows, kWarps)), unsigned(ntok == 1 ? 1 : ceil_div(ntok, 8)));
+    // Two 16-byte quant loads per lane and step (B = 2 / PNV blocks), two steps, the first
+    // requested before griddepcontrol.wait.  Measured on the H100 (NOTES.md, session 6):
+    // 1, 2 or 4 loads, 2-4 steps, 0-2 of them early; this one was best in the decode graph.
+    using K = void (*)(const uint8_t*, size_t, int, int, const int8_t*, const Q8Sums*, int64_t, int, float*, int64_t,
+                       int, int);
+    const int pre = 1;
+    const K k = ntok == 1 ? K(gemv_planar_kernel<F, 1, std::max(1, 2 / F::PNV), 2>) : K(gemv_planar_kernel<F, 8, 2, 2>);
+    launch(k, grid, block, 0, st, pdl, w.data, w.pitch, nb, int(w.rows), a.q, a.s, w.cols, int(ntok), y, ldy, acc, pre);
+}
+
+template <class F>
 void launch_q(const DevMatrix& w, const DevAct& a, int64_t ntok, float* y, int64_t ldy, bool accumulate,
               cudaStream_t st, bool pdl) {
     if (!a.q || !a.s) fail("gemv: " + std::string(type_name(w.type)) + " weights need int8 activations");
@@ -255,6 +373,12 @@ void launch_q(const DevMatrix& w, const DevAct& a, int64_t ntok, float* y, int64
     const size_t smem = size_t(kWarps) * 2 * F::CHUNK * F::BYTES;
     const dim3 block(kWarps * 32);
     const int acc = accumulate ? 1 : 0;
+    if constexpr (F::PNV > 0) {
+        if (w.planar) {
+            launch_planar<F>(w, a, ntok, y, ldy, acc, st, pdl);
+            return;
+        }
+    }
     if (ntok == 1) {
         // Decode streams each row in chunks of F::CHUNK / cdiv blocks, two in flight per warp.
         // Measured on the H100 (NOTES.md, session 4): for the 32-value formats, smaller
@@ -308,7 +432,8 @@ void launch_f(const DevMatrix& w, const DevAct& a, int64_t ntok, float* y, int64
 
 template <class F>
 void launch_dq(const DevMatrix& w, const int32_t* rows, int64_t n, float* out, cudaStream_t st) {
-    dequant_rows_q_kernel<F><<<unsigned(n), 128, 0, st>>>(w.data, w.pitch, int(w.cols / F::QK), rows, out, w.cols);
+    dequant_rows_q_kernel<F><<<unsigned(n), 128, 0, st>>>(w.data, w.pitch, int(w.cols / F::QK), w.planar, rows, out,
+                                                         w.cols);
     LB_CUDA_LAUNCHED();
 }
 
@@ -381,6 +506,30 @@ size_t type_row_bytes(Type t, int64_t cols) {
 }
 int gemv_threads_per_block() { return kWarps * 32; }
 
+// Planar rows for the formats that have the layout (LOWBIT_CUDA_PLANAR=0: stored blocks).
+// Rows are permuted in shared memory, so rows above 48 KB stay as stored.
+static void planarize(DevMatrix& m, bool has_data) {
+    static const bool wanted = [] {
+        const char* v = std::getenv("LOWBIT_CUDA_PLANAR");
+        return !(v && std::strcmp(v, "0") == 0);
+    }();
+    if (!wanted || m.rows == 0 || m.row_bytes > 48 * 1024) return;
+    dispatch(
+        m.type,
+        [&](auto f) {
+            using F = decltype(f);
+            if constexpr (F::PNV > 0) {
+                if (has_data) {
+                    planarize_kernel<F><<<unsigned(m.rows), 256, m.row_bytes>>>(m.data, m.pitch, int(m.cols / F::QK));
+                    LB_CUDA_LAUNCHED();
+                    LB_CUDA_CHECK(cudaDeviceSynchronize());
+                }
+                m.planar = true;
+            }
+        },
+        [](auto) {});
+}
+
 DevMatrix upload_matrix(Type t, int64_t rows, int64_t cols, const void* host, size_t host_row_bytes) {
     DevMatrix m;
     m.type = t;
@@ -395,6 +544,7 @@ DevMatrix upload_matrix(Type t, int64_t rows, int64_t cols, const void* host, si
     if (host)
         LB_CUDA_CHECK(cudaMemcpy2D(m.data, m.pitch, host, host_row_bytes, m.row_bytes, size_t(rows),
                                    cudaMemcpyHostToDevice));
+    planarize(m, host != nullptr);
     return m;
 }
 

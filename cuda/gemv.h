@@ -18,11 +18,14 @@ namespace lowbit::cuda {
 
 // A weight matrix in device memory: rows of `cols` elements stored as on disk (quantized
 // blocks), each row padded to a multiple of 16 bytes (`pitch`) so it starts aligned.
+// Formats whose blocks are a header plus 16-byte multiples of quants (Q4_0, Q4_1, Q8_0,
+// IQ4_NL) are stored planar instead (formats.cuh): same bytes per row, permuted within it.
 struct DevMatrix {
     Type type = Type::F32;
     int64_t rows = 0, cols = 0;
     uint8_t* data = nullptr;
     size_t row_bytes = 0, pitch = 0;
+    bool planar = false;   // rows in the planar layout of formats.cuh (set by upload_matrix)
 };
 
 // Per 32-value activation block: {d, d*sum(q), d*sum(q[0..16)), d*sum(q[16..32))}.

@@ -36,6 +36,8 @@ namespace {
 constexpr int kAttnThreads = 128;
 constexpr int kAttnMaxGroup = 8;     // query heads per block of threads
 constexpr int kAttnMaxChunk = 256;   // positions per split
+constexpr int kAttnOnePass = 256;    // one-token attention without splits up to this many positions
+constexpr int kAttnOnePassThreads = 256;
 
 // One block of threads per token: y = x / sqrt(mean(x^2) + eps) * w, also quantized.
 __global__ void rmsnorm_q_kernel(const float* __restrict__ x, const float* __restrict__ w, int64_t n, float eps,
@@ -182,6 +184,14 @@ __global__ void rope_kv_kernel(float* __restrict__ qkv, int64_t ld, int n_head, 
 
 // Split-K attention.  grid: (split, kv head * subgroups, token).  Writes, per (token, head,
 // split), the unnormalized output o = sum_j exp(s_j - m) v_j, the max m and the sum l.
+//
+// Every phase keeps its loads independent so that they are all in flight at once (a decode
+// step is a chain of these short kernels; round trips, not bytes, are their cost):
+//   scores: LPP = HD/16 lanes per position, 16 dimensions each (4 runs of 4, interleaved so
+//           that the LPP lanes of a position read one contiguous run of the K row), the
+//           partial dots summed over the LPP lanes with log2(LPP) shuffles;
+//   P V:    one position per warp and step, HD/32 dimensions per lane (a coalesced row of V),
+//           the warps' partial sums added through shared memory at the end.
 template <int HD>
 __global__ void __launch_bounds__(kAttnThreads)
 attn_split_kernel(const float* __restrict__ q, int64_t ldq, const __half* __restrict__ kc,
@@ -191,11 +201,13 @@ attn_split_kernel(const float* __restrict__ q, int64_t ldq, const __half* __rest
     griddep_launch();
     griddep_wait();   // also before the early exit below, which writes ml_part
     const int64_t pos0 = int64_t(*pos0p) + t_off;
-    constexpr int GM = kAttnMaxGroup, DPL = HD / 32;
-    static_assert(HD % 32 == 0 && HD <= kAttnThreads, "head_dim");
-    constexpr int GSTEP = kAttnThreads / HD, GPT = (GM + GSTEP - 1) / GSTEP;
-    __shared__ float qs[GM][HD];
+    constexpr int GM = kAttnMaxGroup, NW = kAttnThreads / 32;
+    static_assert(HD == 64 || HD == 128, "head_dim");
+    constexpr int LPP = HD / 16, PPW = 32 / LPP;   // scores: lanes per position, positions per warp
+    constexpr int DPL = HD / 32;                   // P V: dimensions per lane
+    __shared__ __align__(16) float qs[GM][HD];
     __shared__ float sc[GM][kAttnMaxChunk];
+    __shared__ __align__(16) float red[NW][GM][HD];
 
     const int split = blockIdx.x, t = blockIdx.z;
     const int kvh = blockIdx.y / ngs, gs = blockIdx.y % ngs;
@@ -220,32 +232,45 @@ attn_split_kernel(const float* __restrict__ q, int64_t ldq, const __half* __rest
     }
     __syncthreads();
 
-    // scores: one warp per position, DPL dims per lane
+    // scores
+    const int sub = lane % LPP;
+    const __half* kbase = kc + p0 * dkv + int64_t(kvh) * HD + 4 * sub;
 #pragma unroll 2
-    for (int jj = warp; jj < len; jj += kAttnThreads / 32) {
-        const __half* kr = kc + (p0 + jj) * dkv + int64_t(kvh) * HD + lane * DPL;
-        float kf[DPL];
+    for (int j0 = warp * PPW; j0 < len; j0 += NW * PPW) {
+        const int jj = j0 + lane / LPP;
+        float kf[16];
+        if (jj < len) {
+            const __half* kr = kbase + int64_t(jj) * dkv;
 #pragma unroll
-        for (int e = 0; e < DPL; e += 2) {
-            const float2 f = __half22float2(*reinterpret_cast<const __half2*>(kr + e));
-            kf[e] = f.x;
-            kf[e + 1] = f.y;
+            for (int i = 0; i < 4; ++i) {
+                const uint2 raw = *reinterpret_cast<const uint2*>(kr + 4 * LPP * i);
+                const float2 a = __half22float2(*reinterpret_cast<const __half2*>(&raw.x));
+                const float2 b = __half22float2(*reinterpret_cast<const __half2*>(&raw.y));
+                kf[4 * i] = a.x; kf[4 * i + 1] = a.y; kf[4 * i + 2] = b.x; kf[4 * i + 3] = b.y;
+            }
+        } else {
+#pragma unroll
+            for (int e = 0; e < 16; ++e) kf[e] = 0.0f;
         }
 #pragma unroll
         for (int g = 0; g < GM; ++g) {
             if (g < ng) {
                 float s = 0.0f;
 #pragma unroll
-                for (int e = 0; e < DPL; ++e) s += qs[g][lane * DPL + e] * kf[e];
-                s = warp_sum(s);
-                if (lane == 0) sc[g][jj] = s * scale;
+                for (int i = 0; i < 4; ++i) {
+                    const float4 qv = *reinterpret_cast<const float4*>(&qs[g][4 * sub + 4 * LPP * i]);
+                    s += qv.x * kf[4 * i] + qv.y * kf[4 * i + 1] + qv.z * kf[4 * i + 2] + qv.w * kf[4 * i + 3];
+                }
+#pragma unroll
+                for (int o = LPP / 2; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+                if (sub == 0 && jj < len) sc[g][jj] = s * scale;
             }
         }
     }
     __syncthreads();
 
     // softmax pieces: one warp per head
-    for (int g = warp; g < ng; g += kAttnThreads / 32) {
+    for (int g = warp; g < ng; g += NW) {
         float m = -INFINITY;
         for (int jj = lane; jj < len; jj += 32) m = fmaxf(m, sc[g][jj]);
         m = warp_max(m);
@@ -260,25 +285,162 @@ attn_split_kernel(const float* __restrict__ q, int64_t ldq, const __half* __rest
     }
     __syncthreads();
 
-    // o = P V: thread -> (dim d, heads gsel, gsel + GSTEP, ...)
-    const int d = threadIdx.x % HD, gsel = threadIdx.x / HD;
-    float acc[GPT];
+    // o = P V
+    float acc[GM][DPL];
 #pragma unroll
-    for (int i = 0; i < GPT; ++i) acc[i] = 0.0f;
-    const __half* vcol = vc + p0 * dkv + int64_t(kvh) * HD + d;
+    for (int g = 0; g < GM; ++g)
+#pragma unroll
+        for (int e = 0; e < DPL; ++e) acc[g][e] = 0.0f;
+    const __half* vbase = vc + p0 * dkv + int64_t(kvh) * HD + DPL * lane;
 #pragma unroll 8
-    for (int jj = 0; jj < len; ++jj) {
-        const float vv = __half2float(vcol[int64_t(jj) * dkv]);
+    for (int jj = warp; jj < len; jj += NW) {
+        float vv[DPL];
+        if constexpr (DPL == 4) {
+            const uint2 raw = *reinterpret_cast<const uint2*>(vbase + int64_t(jj) * dkv);
+            const float2 a = __half22float2(*reinterpret_cast<const __half2*>(&raw.x));
+            const float2 b = __half22float2(*reinterpret_cast<const __half2*>(&raw.y));
+            vv[0] = a.x; vv[1] = a.y; vv[2] = b.x; vv[3] = b.y;
+        } else {
+            const float2 a = __half22float2(*reinterpret_cast<const __half2*>(vbase + int64_t(jj) * dkv));
+            vv[0] = a.x; vv[1] = a.y;
+        }
 #pragma unroll
-        for (int i = 0; i < GPT; ++i) {
-            const int g = gsel + i * GSTEP;
-            if (g < ng) acc[i] += sc[g][jj] * vv;
+        for (int g = 0; g < GM; ++g) {
+            if (g < ng) {
+                const float p = sc[g][jj];
+#pragma unroll
+                for (int e = 0; e < DPL; ++e) acc[g][e] += p * vv[e];
+            }
         }
     }
 #pragma unroll
-    for (int i = 0; i < GPT; ++i) {
-        const int g = gsel + i * GSTEP;
-        if (g < ng) o_part[part(g) * HD + d] = acc[i];
+    for (int g = 0; g < GM; ++g)
+        if (g < ng)
+#pragma unroll
+            for (int e = 0; e < DPL; ++e) red[warp][g][DPL * lane + e] = acc[g][e];
+    __syncthreads();
+    for (int idx = threadIdx.x; idx < ng * HD; idx += kAttnThreads) {
+        const int g = idx / HD, d = idx % HD;
+        float o = 0.0f;
+#pragma unroll
+        for (int w = 0; w < NW; ++w) o += red[w][g][d];
+        o_part[part(g) * HD + d] = o;
+    }
+}
+
+// One-token attention in a single pass while the context is short (the decode step's plan
+// is <= kAttnOnePass positions): grid (query head, token), kAttnOnePassThreads threads, the
+// whole of the head's context in one block, so that no partial results go through memory
+// and no merge kernel follows.  Same phases and lane layouts as attn_split_kernel; the
+// normalized output is written and (when q is set) quantized per 32 values.
+template <int HD>
+__global__ void __launch_bounds__(kAttnOnePassThreads)
+attn_onepass_kernel(const float* __restrict__ qv, int64_t ldq, const __half* __restrict__ kc,
+                    const __half* __restrict__ vc, int n_head, int n_head_kv, const int32_t* __restrict__ pos0p,
+                    int t_off, float scale, float* __restrict__ out, int8_t* __restrict__ q8, Q8Sums* __restrict__ sums) {
+    griddep_launch();
+    griddep_wait();
+    constexpr int NW = kAttnOnePassThreads / 32;
+    static_assert(HD == 64 || HD == 128, "head_dim");
+    constexpr int LPP = HD / 16, PPW = 32 / LPP, DPL = HD / 32;
+    __shared__ __align__(16) float qs[HD];
+    __shared__ float sc[kAttnOnePass];
+    __shared__ __align__(16) float red[NW][HD];
+    __shared__ float wred[NW];
+
+    const int h = blockIdx.x, t = blockIdx.y;
+    const int kvh = h / (n_head / n_head_kv);
+    const int len = int(min(int64_t(*pos0p) + t_off + t + 1, int64_t(kAttnOnePass)));
+    const int64_t dkv = int64_t(n_head_kv) * HD;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    for (int d = threadIdx.x; d < HD; d += kAttnOnePassThreads)
+        qs[d] = __half2float(__float2half_rn(qv[t * ldq + int64_t(h) * HD + d]));   // F16 queries, as llama.cpp
+    __syncthreads();
+
+    // scores
+    const int sub = lane % LPP;
+    const __half* kbase = kc + int64_t(kvh) * HD + 4 * sub;
+    float mloc = -INFINITY;
+#pragma unroll 4
+    for (int j0 = warp * PPW; j0 < len; j0 += NW * PPW) {
+        const int jj = j0 + lane / LPP;
+        float kf[16];
+        if (jj < len) {
+            const __half* kr = kbase + int64_t(jj) * dkv;
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+                const uint2 raw = *reinterpret_cast<const uint2*>(kr + 4 * LPP * i);
+                const float2 a = __half22float2(*reinterpret_cast<const __half2*>(&raw.x));
+                const float2 b = __half22float2(*reinterpret_cast<const __half2*>(&raw.y));
+                kf[4 * i] = a.x; kf[4 * i + 1] = a.y; kf[4 * i + 2] = b.x; kf[4 * i + 3] = b.y;
+            }
+        } else {
+#pragma unroll
+            for (int e = 0; e < 16; ++e) kf[e] = 0.0f;
+        }
+        float s = 0.0f;
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            const float4 q4 = *reinterpret_cast<const float4*>(&qs[4 * sub + 4 * LPP * i]);
+            s += q4.x * kf[4 * i] + q4.y * kf[4 * i + 1] + q4.z * kf[4 * i + 2] + q4.w * kf[4 * i + 3];
+        }
+#pragma unroll
+        for (int o = LPP / 2; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+        if (jj < len) {
+            s *= scale;
+            if (sub == 0) sc[jj] = s;
+            mloc = fmaxf(mloc, s);
+        }
+    }
+    mloc = warp_max(mloc);
+    if (lane == 0) wred[warp] = mloc;
+    __syncthreads();
+    float m = wred[0];
+#pragma unroll
+    for (int w = 1; w < NW; ++w) m = fmaxf(m, wred[w]);
+    float lsum = 0.0f;
+    for (int jj = threadIdx.x; jj < len; jj += kAttnOnePassThreads) {
+        const float e = expf(sc[jj] - m);
+        sc[jj] = e;
+        lsum += e;
+    }
+    lsum = warp_sum(lsum);
+    __syncthreads();   // every wred[] read above is done; sc[] holds the weights
+    if (lane == 0) wred[warp] = lsum;
+
+    // o = P V
+    float acc[DPL];
+#pragma unroll
+    for (int e = 0; e < DPL; ++e) acc[e] = 0.0f;
+    const __half* vbase = vc + int64_t(kvh) * HD + DPL * lane;
+#pragma unroll 8
+    for (int jj = warp; jj < len; jj += NW) {
+        const float p = sc[jj];
+        if constexpr (DPL == 4) {
+            const uint2 raw = *reinterpret_cast<const uint2*>(vbase + int64_t(jj) * dkv);
+            const float2 a = __half22float2(*reinterpret_cast<const __half2*>(&raw.x));
+            const float2 b = __half22float2(*reinterpret_cast<const __half2*>(&raw.y));
+            acc[0] += p * a.x; acc[1] += p * a.y; acc[2] += p * b.x; acc[3] += p * b.y;
+        } else {
+            const float2 a = __half22float2(*reinterpret_cast<const __half2*>(vbase + int64_t(jj) * dkv));
+            acc[0] += p * a.x; acc[1] += p * a.y;
+        }
+    }
+#pragma unroll
+    for (int e = 0; e < DPL; ++e) red[warp][DPL * lane + e] = acc[e];
+    __syncthreads();
+    if (threadIdx.x < HD) {   // HD % 32 == 0: whole warps, one 32-value block each
+        const int d = threadIdx.x;
+        float l = 0.0f, o = 0.0f;
+#pragma unroll
+        for (int w = 0; w < NW; ++w) {
+            l += wred[w];
+            o += red[w][d];
+        }
+        const float v = o / l;
+        const int64_t i = int64_t(t) * n_head * HD + int64_t(h) * HD + d;
+        out[i] = v;
+        if (q8) warp_quantize_q8(v, q8 + i, sums + i / 32);
     }
 }
 
@@ -522,6 +684,14 @@ struct LlamaGpu::Impl {
         const __half* vc_l = vc + l * n_ctx * hp.n_embd_kv();
         const float scale = 1.0f / std::sqrt(float(hd));
         const int64_t dq = hp.n_embd_q(), ldq = dq + 2 * hp.n_embd_kv();
+        if (nt == 1 && len <= kAttnOnePass) {
+            using OneK = void (*)(const float*, int64_t, const __half*, const __half*, int, int, const int32_t*, int,
+                                  float, float*, int8_t*, Q8Sums*);
+            const OneK k = hd == 64 ? OneK(attn_onepass_kernel<64>) : OneK(attn_onepass_kernel<128>);
+            launch(k, dim3(unsigned(n_head), 1u), dim3(kAttnOnePassThreads), 0, st, use_pdl, qkv, ldq, kc_l, vc_l,
+                   n_head, n_kv, d_in, 0, scale, attn, quantize_out ? xq : nullptr, quantize_out ? xs : nullptr);
+            return;
+        }
         for (int64_t t0 = 0; t0 < nt; t0 += tb) {
             const int64_t m = std::min(tb, nt - t0);
             const dim3 grid(unsigned(nsplit), unsigned(n_kv * ngs), unsigned(m));

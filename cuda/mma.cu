@@ -203,8 +203,8 @@ __global__ void to_f16_kernel(const float* __restrict__ x, int64_t ldx, int64_t 
 // Rows of a block-format matrix -> F16 [nrows][ldo].  Four threads per 32-value unit,
 // each writing 8 values (16 bytes), so that a warp's stores cover 512 contiguous bytes.
 template <class F>
-__global__ void dequant_f16_kernel(const uint8_t* __restrict__ W, size_t pitch, int units_per_row, int64_t total,
-                                   __half* __restrict__ out, int64_t ldo) {
+__global__ void dequant_f16_kernel(const uint8_t* __restrict__ W, size_t pitch, int units_per_row, bool planar,
+                                   int64_t total, __half* __restrict__ out, int64_t ldo) {
     constexpr int UNITS = F::QK / 32;
     for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < total * 4;
          i += int64_t(gridDim.x) * blockDim.x) {
@@ -213,7 +213,7 @@ __global__ void dequant_f16_kernel(const uint8_t* __restrict__ W, size_t pitch, 
         const int64_t r = unit / units_per_row;
         const int u = int(unit % units_per_row);
         Unit un;
-        F::unit(W + size_t(r) * pitch + size_t(u / UNITS) * F::BYTES, u % UNITS, un);
+        row_unit<F>(W + size_t(r) * pitch, units_per_row / UNITS, u, planar, un);
         // this thread's 8 values: words 2*part, 2*part + 1 (compile-time indices only)
         uint32_t wa, wb;
         switch (part) {
@@ -335,11 +335,12 @@ void launch_gemm(const __half* A, int64_t lda, int64_t M, const __half* B, int64
 }
 
 template <class F>
-void launch_dequant_f16(const uint8_t* W, size_t pitch, int64_t rows, int64_t cols, __half* out, cudaStream_t st) {
+void launch_dequant_f16(const uint8_t* W, size_t pitch, bool planar, int64_t rows, int64_t cols, __half* out,
+                        cudaStream_t st) {
     const int upr = int(cols / 32);
     const int64_t total = rows * upr;
     const unsigned blocks = unsigned(std::min<int64_t>(ceil_div(total * 4, 256), int64_t(device_sms()) * 16));
-    dequant_f16_kernel<F><<<blocks, 256, 0, st>>>(W, pitch, upr, total, out, cols);
+    dequant_f16_kernel<F><<<blocks, 256, 0, st>>>(W, pitch, upr, planar, total, out, cols);
     LB_CUDA_LAUNCHED();
 }
 
@@ -417,7 +418,7 @@ void mma(const DevMatrix& w, const float* x, int64_t ldx, int64_t ntok, float* y
     for (int64_t r0 = 0; r0 < w.rows; r0 += slab) {
         const int64_t rs = std::min(slab, w.rows - r0);
         dispatch_block(w.type, [&](auto f) {
-            launch_dequant_f16<decltype(f)>(w.data + size_t(r0) * w.pitch, w.pitch, rs, K, wh, st);
+            launch_dequant_f16<decltype(f)>(w.data + size_t(r0) * w.pitch, w.pitch, w.planar, rs, K, wh, st);
         });
         launch_gemm(wh, K, rs, xh, K, ntok, K, y + r0, ldy, accumulate, st);
     }

@@ -3,6 +3,7 @@
 #include <cstdint>
 #include "formats/fp16.h"
 struct __half { uint16_t x; };
+struct alignas(16) uint4 { uint32_t x, y, z, w; };
 inline __half __ushort_as_half(uint16_t v) { return __half{v}; }
 inline float __half2float(__half h) { return lowbit::fp16_to_fp32(h.x); }
 inline uint32_t __byte_perm(uint32_t x, uint32_t y, uint32_t s) {

@@ -5,10 +5,12 @@
 //   g++ -std=c++17 -O2 -I cuda/host_check -I cpp/src cuda/host_check/host_check.cpp \
 //       build/liblowbit_core.a -lpthread -o /tmp/host_check && /tmp/host_check
 #define __device__
+#define __host__
 #define __forceinline__ inline
 #include "../formats.cuh"
 
 #include <cmath>
+#include <cstring>
 #include <cstdio>
 #include <random>
 #include <vector>
@@ -79,8 +81,26 @@ int check(Type t, const char* name) {
         den += exact * exact;
     }
     const double dot_err = std::sqrt(num / den);
-    const bool ok = maxerr < 1e-5 && dot_err < 1e-5;
-    std::printf("%-7s dequant max rel err %.2e   dot rel err %.2e   %s\n", name, maxerr, dot_err, ok ? "ok" : "FAIL");
+    // the planar row layout (formats.cuh) must decode to exactly the same units
+    long planar_diffs = 0;
+    if constexpr (F::PNV > 0) {
+        const int nb = int(cols / 32);
+        std::vector<uint8_t> praw(pitch * rows + 16);
+        uint8_t* pbase = praw.data() + (16 - reinterpret_cast<uintptr_t>(praw.data()) % 16) % 16;
+        for (int64_t r = 0; r < rows; ++r)
+            for (int i = 0; i < int(rb); ++i)
+                pbase[r * pitch + i] = base[r * pitch + planar_source(i, nb, F::PH, F::PNV)];
+        for (int64_t r = 0; r < rows; ++r)
+            for (int u = 0; u < nb; ++u) {
+                Unit a, b;
+                F::unit(base + r * pitch + size_t(u) * F::BYTES, 0, a);
+                row_unit<F>(pbase + r * pitch, nb, u, true, b);
+                planar_diffs += std::memcmp(&a, &b, sizeof(Unit)) != 0;
+            }
+    }
+    const bool ok = maxerr < 1e-5 && dot_err < 1e-5 && planar_diffs == 0;
+    std::printf("%-7s dequant max rel err %.2e   dot rel err %.2e   %s%s\n", name, maxerr, dot_err,
+                F::PNV > 0 ? (planar_diffs ? "planar DIFFERS  " : "planar same  ") : "", ok ? "ok" : "FAIL");
     return ok ? 0 : 1;
 }
 
