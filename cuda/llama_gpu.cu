@@ -331,30 +331,60 @@ attn_split_kernel(const float* __restrict__ q, int64_t ldq, const __half* __rest
 // One-token attention in a single pass while the context is short (the decode step's plan
 // is <= kAttnOnePass positions): grid (query head, token), kAttnOnePassThreads threads, the
 // whole of the head's context in one block, so that no partial results go through memory
-// and no merge kernel follows.  Same phases and lane layouts as attn_split_kernel; the
-// normalized output is written and (when q is set) quantized per 32 values.
+// and no merge kernel follows.  It also does rope_kv_kernel's work for its token: rotates
+// q and the new k as it loads them, uses the new k and v from shared memory (rounded to F16
+// as the cache holds them), and the first block of each KV head's group writes them to the
+// cache for the steps after.  Same phases and lane layouts as attn_split_kernel; the
+// normalized output is written and (when q8 is set) quantized per 32 values.
 template <int HD>
 __global__ void __launch_bounds__(kAttnOnePassThreads)
-attn_onepass_kernel(const float* __restrict__ qv, int64_t ldq, const __half* __restrict__ kc,
-                    const __half* __restrict__ vc, int n_head, int n_head_kv, const int32_t* __restrict__ pos0p,
-                    int t_off, float scale, float* __restrict__ out, int8_t* __restrict__ q8, Q8Sums* __restrict__ sums) {
+attn_onepass_kernel(const float* __restrict__ qkv, int64_t ldq, __half* __restrict__ kc, __half* __restrict__ vc,
+                    int n_head, int n_head_kv, int n_rot, float base, const int32_t* __restrict__ pos0p, int t_off,
+                    float scale, float* __restrict__ out, int8_t* __restrict__ q8, Q8Sums* __restrict__ sums) {
     griddep_launch();
     griddep_wait();
     constexpr int NW = kAttnOnePassThreads / 32;
     static_assert(HD == 64 || HD == 128, "head_dim");
+    static_assert(HD / 2 <= kAttnOnePassThreads, "one thread per pair");
     constexpr int LPP = HD / 16, PPW = 32 / LPP, DPL = HD / 32;
     __shared__ __align__(16) float qs[HD];
+    __shared__ __align__(16) float knew[HD];
+    __shared__ __align__(16) float vnew[HD];
     __shared__ float sc[kAttnOnePass];
     __shared__ __align__(16) float red[NW][HD];
     __shared__ float wred[NW];
 
     const int h = blockIdx.x, t = blockIdx.y;
-    const int kvh = h / (n_head / n_head_kv);
-    const int len = int(min(int64_t(*pos0p) + t_off + t + 1, int64_t(kAttnOnePass)));
-    const int64_t dkv = int64_t(n_head_kv) * HD;
+    const int G = n_head / n_head_kv, kvh = h / G;
+    const int64_t pos = int64_t(*pos0p) + t_off + t;
+    const int len = int(min(pos + 1, int64_t(kAttnOnePass)));
+    const int64_t dq = int64_t(n_head) * HD, dkv = int64_t(n_head_kv) * HD;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    for (int d = threadIdx.x; d < HD; d += kAttnOnePassThreads)
-        qs[d] = __half2float(__float2half_rn(qv[t * ldq + int64_t(h) * HD + d]));   // F16 queries, as llama.cpp
+    if (threadIdx.x < HD / 2) {   // RoPE, pairs 2i, 2i + 1 (as rope_kv_kernel)
+        const int i = threadIdx.x;
+        const float* qt = qkv + t * ldq;
+        float2 qp = reinterpret_cast<const float2*>(qt + int64_t(h) * HD)[i];
+        float2 kp = reinterpret_cast<const float2*>(qt + dq + int64_t(kvh) * HD)[i];
+        const float2 vp = reinterpret_cast<const float2*>(qt + dq + dkv + int64_t(kvh) * HD)[i];
+        if (2 * i < n_rot) {
+            const float theta = float(pos) * powf(base, -2.0f * float(i) / float(n_rot));
+            float sn, cs;
+            sincosf(theta, &sn, &cs);
+            qp = make_float2(qp.x * cs - qp.y * sn, qp.x * sn + qp.y * cs);
+            kp = make_float2(kp.x * cs - kp.y * sn, kp.x * sn + kp.y * cs);
+        }
+        // F16 queries, as llama.cpp; k and v as the cache holds them
+        const __half2 qh = __floats2half2_rn(qp.x, qp.y), kh = __floats2half2_rn(kp.x, kp.y),
+                      vh = __floats2half2_rn(vp.x, vp.y);
+        const float2 qf = __half22float2(qh), kf = __half22float2(kh), vf = __half22float2(vh);
+        qs[2 * i] = qf.x; qs[2 * i + 1] = qf.y;
+        knew[2 * i] = kf.x; knew[2 * i + 1] = kf.y;
+        vnew[2 * i] = vf.x; vnew[2 * i + 1] = vf.y;
+        if (h % G == 0) {
+            reinterpret_cast<__half2*>(kc + pos * dkv + int64_t(kvh) * HD)[i] = kh;
+            reinterpret_cast<__half2*>(vc + pos * dkv + int64_t(kvh) * HD)[i] = vh;
+        }
+    }
     __syncthreads();
 
     // scores
@@ -365,7 +395,7 @@ attn_onepass_kernel(const float* __restrict__ qv, int64_t ldq, const __half* __r
     for (int j0 = warp * PPW; j0 < len; j0 += NW * PPW) {
         const int jj = j0 + lane / LPP;
         float kf[16];
-        if (jj < len) {
+        if (jj < len - 1) {
             const __half* kr = kbase + int64_t(jj) * dkv;
 #pragma unroll
             for (int i = 0; i < 4; ++i) {
@@ -373,6 +403,12 @@ attn_onepass_kernel(const float* __restrict__ qv, int64_t ldq, const __half* __r
                 const float2 a = __half22float2(*reinterpret_cast<const __half2*>(&raw.x));
                 const float2 b = __half22float2(*reinterpret_cast<const __half2*>(&raw.y));
                 kf[4 * i] = a.x; kf[4 * i + 1] = a.y; kf[4 * i + 2] = b.x; kf[4 * i + 3] = b.y;
+            }
+        } else if (jj == len - 1) {   // this token's k: not in the cache yet
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+                const float4 k4 = *reinterpret_cast<const float4*>(&knew[4 * sub + 4 * LPP * i]);
+                kf[4 * i] = k4.x; kf[4 * i + 1] = k4.y; kf[4 * i + 2] = k4.z; kf[4 * i + 3] = k4.w;
             }
         } else {
 #pragma unroll
@@ -414,7 +450,7 @@ attn_onepass_kernel(const float* __restrict__ qv, int64_t ldq, const __half* __r
     for (int e = 0; e < DPL; ++e) acc[e] = 0.0f;
     const __half* vbase = vc + int64_t(kvh) * HD + DPL * lane;
 #pragma unroll 8
-    for (int jj = warp; jj < len; jj += NW) {
+    for (int jj = warp; jj < len - 1; jj += NW) {
         const float p = sc[jj];
         if constexpr (DPL == 4) {
             const uint2 raw = *reinterpret_cast<const uint2*>(vbase + int64_t(jj) * dkv);
@@ -425,6 +461,11 @@ attn_onepass_kernel(const float* __restrict__ qv, int64_t ldq, const __half* __r
             const float2 a = __half22float2(*reinterpret_cast<const __half2*>(vbase + int64_t(jj) * dkv));
             acc[0] += p * a.x; acc[1] += p * a.y;
         }
+    }
+    if (warp == (len - 1) % NW) {   // this token's v, from shared memory
+        const float p = sc[len - 1];
+#pragma unroll
+        for (int e = 0; e < DPL; ++e) acc[e] += p * vnew[DPL * lane + e];
     }
 #pragma unroll
     for (int e = 0; e < DPL; ++e) red[warp][DPL * lane + e] = acc[e];
@@ -667,6 +708,9 @@ struct LlamaGpu::Impl {
         return std::min(L, n_ctx);
     }
 
+    // one-token steps over short contexts take attn_onepass_kernel, which also does RoPE
+    static bool one_pass(int64_t nt, int64_t len) { return nt == 1 && len <= kAttnOnePass; }
+
     void attention(int64_t l, int64_t nt, int64_t len, bool quantize_out) {
         const int hd = int(hp.head_dim);
         const int n_head = int(hp.n_head), n_kv = int(hp.n_head_kv);
@@ -684,12 +728,13 @@ struct LlamaGpu::Impl {
         const __half* vc_l = vc + l * n_ctx * hp.n_embd_kv();
         const float scale = 1.0f / std::sqrt(float(hd));
         const int64_t dq = hp.n_embd_q(), ldq = dq + 2 * hp.n_embd_kv();
-        if (nt == 1 && len <= kAttnOnePass) {
-            using OneK = void (*)(const float*, int64_t, const __half*, const __half*, int, int, const int32_t*, int,
+        if (one_pass(nt, len)) {   // RoPE and the cache writes included
+            using OneK = void (*)(const float*, int64_t, __half*, __half*, int, int, int, float, const int32_t*, int,
                                   float, float*, int8_t*, Q8Sums*);
             const OneK k = hd == 64 ? OneK(attn_onepass_kernel<64>) : OneK(attn_onepass_kernel<128>);
-            launch(k, dim3(unsigned(n_head), 1u), dim3(kAttnOnePassThreads), 0, st, use_pdl, qkv, ldq, kc_l, vc_l,
-                   n_head, n_kv, d_in, 0, scale, attn, quantize_out ? xq : nullptr, quantize_out ? xs : nullptr);
+            launch(k, dim3(unsigned(n_head), 1u), dim3(kAttnOnePassThreads), 0, st, use_pdl, qkv, ldq,
+                   kc + l * n_ctx * hp.n_embd_kv(), vc + l * n_ctx * hp.n_embd_kv(), n_head, n_kv, int(hp.n_rot),
+                   hp.rope_base, d_in, 0, scale, attn, quantize_out ? xq : nullptr, quantize_out ? xs : nullptr);
             return;
         }
         for (int64_t t0 = 0; t0 < nt; t0 += tb) {
@@ -714,9 +759,10 @@ struct LlamaGpu::Impl {
         // attention block
         rmsnorm_q(x, L.attn_norm, nt, xn);
         matmul(L.qkv, xn, d, nt, qkv, ldqkv);
-        launch(rope_kv_kernel, dim3(unsigned(nt), unsigned(hp.n_head + hp.n_head_kv)), dim3(unsigned(hp.head_dim / 2)),
-               0, st, use_pdl, qkv, ldqkv, int(hp.n_head), int(hp.n_head_kv), int(hp.head_dim), int(hp.n_rot),
-               hp.rope_base, d_in, kc + l * n_ctx * dkv, vc + l * n_ctx * dkv);
+        if (!one_pass(nt, len))
+            launch(rope_kv_kernel, dim3(unsigned(nt), unsigned(hp.n_head + hp.n_head_kv)),
+                   dim3(unsigned(hp.head_dim / 2)), 0, st, use_pdl, qkv, ldqkv, int(hp.n_head), int(hp.n_head_kv),
+                   int(hp.head_dim), int(hp.n_rot), hp.rope_base, d_in, kc + l * n_ctx * dkv, vc + l * n_ctx * dkv);
         attention(l, nt, len, gemv_wants_q8(L.wo.type));
         matmul(L.wo, attn, dq, nt, x, d, true);   // x += Wo attn
         // feed-forward block
