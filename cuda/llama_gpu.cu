@@ -342,11 +342,15 @@ attn_onepass_kernel(const float* __restrict__ qkv, int64_t ldq, __half* __restri
                     int n_head, int n_head_kv, int n_rot, float base, const int32_t* __restrict__ pos0p, int t_off,
                     float scale, float* __restrict__ out, int8_t* __restrict__ q8, Q8Sums* __restrict__ sums) {
     griddep_launch();
-    griddep_wait();
     constexpr int NW = kAttnOnePassThreads / 32;
     static_assert(HD == 64 || HD == 128, "head_dim");
     static_assert(HD / 2 <= kAttnOnePassThreads, "one thread per pair");
     constexpr int LPP = HD / 16, PPW = 32 / LPP, DPL = HD / 32;
+    // K and V rows of the earlier positions prefetched into registers before the wait: the
+    // cache below this token's position and the position itself (*pos0p, copied in before
+    // the step's first kernel, which is not a programmatic dependent) were all written by
+    // work that has completed.  KIT score steps, VIT P V steps per warp (128 positions).
+    constexpr int KIT = 128 / (NW * PPW) > 0 ? 128 / (NW * PPW) : 1, VIT = 128 / NW;
     __shared__ __align__(16) float qs[HD];
     __shared__ __align__(16) float knew[HD];
     __shared__ __align__(16) float vnew[HD];
@@ -360,6 +364,30 @@ attn_onepass_kernel(const float* __restrict__ qkv, int64_t ldq, __half* __restri
     const int len = int(min(pos + 1, int64_t(kAttnOnePass)));
     const int64_t dq = int64_t(n_head) * HD, dkv = int64_t(n_head_kv) * HD;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int sub = lane % LPP;
+    const __half* kbase = kc + int64_t(kvh) * HD + 4 * sub;
+    const __half* vbase = vc + int64_t(kvh) * HD + DPL * lane;
+    auto load_k = [&](int jj, uint2 (&r)[4]) {
+        const __half* kr = kbase + int64_t(jj) * dkv;
+#pragma unroll
+        for (int i = 0; i < 4; ++i) r[i] = *reinterpret_cast<const uint2*>(kr + 4 * LPP * i);
+    };
+    auto load_v = [&](int jj) {
+        if constexpr (DPL == 4) return *reinterpret_cast<const uint2*>(vbase + int64_t(jj) * dkv);
+        else return make_uint2(*reinterpret_cast<const uint32_t*>(vbase + int64_t(jj) * dkv), 0u);
+    };
+    uint2 kpre[KIT][4], vpre[VIT];
+#pragma unroll
+    for (int it = 0; it < KIT; ++it) {
+        const int jj = warp * PPW + it * NW * PPW + lane / LPP;
+        if (jj < len - 1) load_k(jj, kpre[it]);
+    }
+#pragma unroll
+    for (int it = 0; it < VIT; ++it) {
+        const int jj = warp + it * NW;
+        if (jj < len - 1) vpre[it] = load_v(jj);
+    }
+    griddep_wait();
     if (threadIdx.x < HD / 2) {   // RoPE, pairs 2i, 2i + 1 (as rope_kv_kernel)
         const int i = threadIdx.x;
         const float* qt = qkv + t * ldq;
@@ -388,20 +416,15 @@ attn_onepass_kernel(const float* __restrict__ qkv, int64_t ldq, __half* __restri
     __syncthreads();
 
     // scores
-    const int sub = lane % LPP;
-    const __half* kbase = kc + int64_t(kvh) * HD + 4 * sub;
     float mloc = -INFINITY;
-#pragma unroll 4
-    for (int j0 = warp * PPW; j0 < len; j0 += NW * PPW) {
+    auto score = [&](int j0, const uint2 (&r)[4]) {   // positions j0 .. j0 + PPW - 1 (warp-uniform j0)
         const int jj = j0 + lane / LPP;
         float kf[16];
         if (jj < len - 1) {
-            const __half* kr = kbase + int64_t(jj) * dkv;
 #pragma unroll
             for (int i = 0; i < 4; ++i) {
-                const uint2 raw = *reinterpret_cast<const uint2*>(kr + 4 * LPP * i);
-                const float2 a = __half22float2(*reinterpret_cast<const __half2*>(&raw.x));
-                const float2 b = __half22float2(*reinterpret_cast<const __half2*>(&raw.y));
+                const float2 a = __half22float2(*reinterpret_cast<const __half2*>(&r[i].x));
+                const float2 b = __half22float2(*reinterpret_cast<const __half2*>(&r[i].y));
                 kf[4 * i] = a.x; kf[4 * i + 1] = a.y; kf[4 * i + 2] = b.x; kf[4 * i + 3] = b.y;
             }
         } else if (jj == len - 1) {   // this token's k: not in the cache yet
@@ -427,6 +450,17 @@ attn_onepass_kernel(const float* __restrict__ qkv, int64_t ldq, __half* __restri
             if (sub == 0) sc[jj] = s;
             mloc = fmaxf(mloc, s);
         }
+    };
+#pragma unroll
+    for (int it = 0; it < KIT; ++it) {
+        const int j0 = warp * PPW + it * NW * PPW;
+        if (j0 < len) score(j0, kpre[it]);
+    }
+    for (int j0 = warp * PPW + KIT * NW * PPW; j0 < len; j0 += NW * PPW) {
+        uint2 r[4];
+        const int jj = j0 + lane / LPP;
+        if (jj < len - 1) load_k(jj, r);
+        score(j0, r);
     }
     mloc = warp_max(mloc);
     if (lane == 0) wred[warp] = mloc;
@@ -448,20 +482,22 @@ attn_onepass_kernel(const float* __restrict__ qkv, int64_t ldq, __half* __restri
     float acc[DPL];
 #pragma unroll
     for (int e = 0; e < DPL; ++e) acc[e] = 0.0f;
-    const __half* vbase = vc + int64_t(kvh) * HD + DPL * lane;
-#pragma unroll 8
-    for (int jj = warp; jj < len - 1; jj += NW) {
+    auto pv = [&](int jj, const uint2& r) {
         const float p = sc[jj];
+        const float2 a = __half22float2(*reinterpret_cast<const __half2*>(&r.x));
+        acc[0] += p * a.x; acc[1] += p * a.y;
         if constexpr (DPL == 4) {
-            const uint2 raw = *reinterpret_cast<const uint2*>(vbase + int64_t(jj) * dkv);
-            const float2 a = __half22float2(*reinterpret_cast<const __half2*>(&raw.x));
-            const float2 b = __half22float2(*reinterpret_cast<const __half2*>(&raw.y));
-            acc[0] += p * a.x; acc[1] += p * a.y; acc[2] += p * b.x; acc[3] += p * b.y;
-        } else {
-            const float2 a = __half22float2(*reinterpret_cast<const __half2*>(vbase + int64_t(jj) * dkv));
-            acc[0] += p * a.x; acc[1] += p * a.y;
+            const float2 b = __half22float2(*reinterpret_cast<const __half2*>(&r.y));
+            acc[2] += p * b.x; acc[3] += p * b.y;
         }
+    };
+#pragma unroll
+    for (int it = 0; it < VIT; ++it) {
+        const int jj = warp + it * NW;
+        if (jj < len - 1) pv(jj, vpre[it]);
     }
+#pragma unroll 8
+    for (int jj = warp + VIT * NW; jj < len - 1; jj += NW) pv(jj, load_v(jj));
     if (warp == (len - 1) % NW) {   // this token's v, from shared memory
         const float p = sc[len - 1];
 #pragma unroll
