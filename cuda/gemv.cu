@@ -55,11 +55,11 @@ __device__ __forceinline__ uint4 ld_stream(const uint4* p) {
     return v;
 }
 
-template <class F, int NT, int CDIV = 1>
-__global__ void __launch_bounds__(kWarps * 32)
-gemv_q_kernel(const uint8_t* __restrict__ W, size_t pitch, int nblocks, int nrows, const int8_t* __restrict__ xq,
-              const Q8Sums* __restrict__ xs, int64_t cols, int ntok, float* __restrict__ y, int64_t ldy,
-              int accumulate) {
+// The body of gemv_q_kernel for the bx-th group of kWarps rows.
+template <class F, int NT, int CDIV>
+__device__ __forceinline__ void gemv_q_rows(int bx, const uint8_t* __restrict__ W, size_t pitch, int nblocks, int nrows,
+                                            const int8_t* __restrict__ xq, const Q8Sums* __restrict__ xs, int64_t cols,
+                                            int ntok, float* __restrict__ y, int64_t ldy, int accumulate) {
     constexpr int UNITS = F::QK / 32;
     constexpr int CB = F::CHUNK / CDIV;
     constexpr int CBYTES = CB * F::BYTES;
@@ -68,7 +68,7 @@ gemv_q_kernel(const uint8_t* __restrict__ W, size_t pitch, int nblocks, int nrow
 
     griddep_launch();   // the next kernel (if launched as a programmatic dependent) may be scheduled
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int row = blockIdx.x * kWarps + warp;
+    const int row = bx * kWarps + warp;
     if (row >= nrows) return;   // warp-uniform; the kernel has no block-wide barrier
     uint8_t* const buf0 = smem + warp * 2 * CBYTES;
     uint8_t* const buf1 = buf0 + CBYTES;
@@ -123,6 +123,29 @@ gemv_q_kernel(const uint8_t* __restrict__ W, size_t pitch, int nblocks, int nrow
             *out = accumulate ? *out + v : v;
         }
     }
+}
+
+template <class F, int NT, int CDIV = 1>
+__global__ void __launch_bounds__(kWarps * 32)
+gemv_q_kernel(const uint8_t* __restrict__ W, size_t pitch, int nblocks, int nrows, const int8_t* __restrict__ xq,
+              const Q8Sums* __restrict__ xs, int64_t cols, int ntok, float* __restrict__ y, int64_t ldy,
+              int accumulate) {
+    gemv_q_rows<F, NT, CDIV>(blockIdx.x, W, pitch, nblocks, nrows, xq, xs, cols, ntok, y, ldy, accumulate);
+}
+
+// Two matrices of different formats over the same activations in one launch (decode): the
+// first nb1 groups of rows are matrix 1's.  llama.cpp's k-quant mixes store attn_v in a
+// wider type than attn_q and attn_k in some layers; one launch instead of two.
+template <class F1, class F2>
+__global__ void __launch_bounds__(kWarps * 32)
+gemv_q_pair_kernel(const uint8_t* __restrict__ W1, size_t pitch1, int nrows1, float* __restrict__ y1,
+                   const uint8_t* __restrict__ W2, size_t pitch2, int nrows2, float* __restrict__ y2,
+                   const int8_t* __restrict__ xq, const Q8Sums* __restrict__ xs, int64_t cols) {
+    const int nb1 = (nrows1 + kWarps - 1) / kWarps;
+    if (int(blockIdx.x) < nb1)
+        gemv_q_rows<F1, 1, 1>(blockIdx.x, W1, pitch1, int(cols / F1::QK), nrows1, xq, xs, cols, 1, y1, 0, 0);
+    else
+        gemv_q_rows<F2, 1, 1>(blockIdx.x - nb1, W2, pitch2, int(cols / F2::QK), nrows2, xq, xs, cols, 1, y2, 0, 0);
 }
 
 // Planar rows (formats.cuh): one warp per row, lane l taking blocks l, l + 32, ...; the
@@ -583,6 +606,26 @@ void gemv(const DevMatrix& w, const DevAct& a, int64_t ntok, float* y, int64_t l
     dispatch(
         w.type, [&](auto f) { launch_q<decltype(f)>(w, a, ntok, y, ldy, accumulate, st, pdl); },
         [&](auto k) { launch_f<decltype(k)::value>(w, a, ntok, y, ldy, accumulate, st, pdl); });
+}
+
+bool gemv_pair(const DevMatrix& a, float* ya, const DevMatrix& b, float* yb, const DevAct& x, cudaStream_t st,
+               bool pdl) {
+    if (a.cols != b.cols || a.planar || b.planar || !x.q || !x.s || a.rows == 0 || b.rows == 0) return false;
+    pdl = pdl && pdl_supported();
+    auto go = [&](auto k, size_t smem) {
+        const dim3 grid(unsigned(ceil_div(a.rows, kWarps) + ceil_div(b.rows, kWarps)));
+        launch(k, grid, dim3(kWarps * 32), smem, st, pdl, a.data, a.pitch, int(a.rows), ya, b.data, b.pitch,
+               int(b.rows), yb, x.q, x.s, a.cols);
+        return true;
+    };
+    auto smem = [](auto f1, auto f2) {
+        using F1 = decltype(f1);
+        using F2 = decltype(f2);
+        return size_t(kWarps) * 2 * std::max(F1::CHUNK * F1::BYTES, F2::CHUNK * F2::BYTES);
+    };
+    if (a.type == Type::Q4_K && b.type == Type::Q6_K) return go(gemv_q_pair_kernel<FQ4_K, FQ6_K>, smem(FQ4_K{}, FQ6_K{}));
+    if (a.type == Type::Q5_K && b.type == Type::Q6_K) return go(gemv_q_pair_kernel<FQ5_K, FQ6_K>, smem(FQ5_K{}, FQ6_K{}));
+    return false;
 }
 
 void dequant_rows(const DevMatrix& w, const int32_t* rows, int64_t n, float* out, cudaStream_t st) {

@@ -61,6 +61,12 @@ void quantize_q8(const float* x, int64_t ldx, int64_t ntok, int64_t cols, int8_t
 void gemv(const DevMatrix& w, const DevAct& a, int64_t ntok, float* y, int64_t ldy, bool accumulate,
           cudaStream_t st, bool pdl = false);
 
+// One token: ya = a x and yb = b x in one launch when a and b are a pair of formats that has
+// a joint kernel (Q4_K + Q6_K, Q5_K + Q6_K; stored rows, equal widths); false (nothing
+// launched) otherwise.
+bool gemv_pair(const DevMatrix& a, float* ya, const DevMatrix& b, float* yb, const DevAct& x, cudaStream_t st,
+               bool pdl = false);
+
 // Queries what the kernels for weights of type t need from the device (PDL support) now,
 // outside any stream capture; gemv() does it on first use otherwise.
 void gemv_prepare(Type t);

@@ -671,31 +671,38 @@ struct LlamaGpu::Impl {
         bytes += m.pitch * size_t(m.rows);
         return m;
     }
-    // One matrix of the parts' rows when they share type, width and pitch (one launch
-    // instead of several); otherwise the parts as they are, at their output offsets.
+    // The parts with each run of neighbours that share type, width, pitch and layout joined
+    // into one matrix (one launch instead of several), at their output offsets.
     std::vector<Part> fuse(std::vector<DevMatrix> ms) {
-        bool same = true;
-        for (const auto& m : ms) same = same && m.type == ms[0].type && m.cols == ms[0].cols && m.pitch == ms[0].pitch;
         std::vector<Part> out;
-        if (!same) {
-            int64_t off = 0;
-            for (const auto& m : ms) {
-                out.push_back(Part{keep(m), off});
-                off += m.rows;
+        int64_t off = 0;
+        for (size_t i = 0; i < ms.size();) {
+            size_t j = i + 1;
+            auto same = [&](const DevMatrix& a, const DevMatrix& b) {
+                return a.type == b.type && a.cols == b.cols && a.pitch == b.pitch && a.planar == b.planar;
+            };
+            while (j < ms.size() && same(ms[j], ms[i])) ++j;
+            if (j == i + 1) {
+                out.push_back(Part{keep(ms[i]), off});
+                off += ms[i].rows;
+                i = j;
+                continue;
             }
-            return out;
+            DevMatrix f = ms[i];
+            f.rows = 0;
+            for (size_t k = i; k < j; ++k) f.rows += ms[k].rows;
+            LB_CUDA_CHECK(cudaMalloc(&f.data, f.pitch * size_t(f.rows)));
+            size_t at = 0;
+            for (size_t k = i; k < j; ++k) {
+                LB_CUDA_CHECK(cudaMemcpy(f.data + at, ms[k].data, ms[k].pitch * size_t(ms[k].rows),
+                                         cudaMemcpyDeviceToDevice));
+                at += ms[k].pitch * size_t(ms[k].rows);
+                free_matrix(ms[k]);
+            }
+            out.push_back(Part{keep(f), off});
+            off += f.rows;
+            i = j;
         }
-        DevMatrix f = ms[0];
-        f.rows = 0;
-        for (const auto& m : ms) f.rows += m.rows;
-        LB_CUDA_CHECK(cudaMalloc(&f.data, f.pitch * size_t(f.rows)));
-        size_t at = 0;
-        for (auto& m : ms) {
-            LB_CUDA_CHECK(cudaMemcpy(f.data + at, m.data, m.pitch * size_t(m.rows), cudaMemcpyDeviceToDevice));
-            at += m.pitch * size_t(m.rows);
-            free_matrix(m);
-        }
-        out.push_back(Part{keep(f), 0});
         return out;
     }
 
@@ -717,6 +724,9 @@ struct LlamaGpu::Impl {
             gemv(w, act(in, ld_in), nt, y, ldy, acc, st, use_pdl);
     }
     void matmul(const std::vector<Part>& parts, const float* in, int64_t ld_in, int64_t nt, float* y, int64_t ldy) {
+        if (nt == 1 && parts.size() == 2 &&
+            gemv_pair(parts[0].m, y + parts[0].off, parts[1].m, y + parts[1].off, act(in, ld_in), st, use_pdl))
+            return;
         for (const auto& p : parts) matmul(p.m, in, ld_in, nt, y + p.off, ldy, false);
     }
 

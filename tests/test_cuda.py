@@ -145,6 +145,37 @@ def test_unsupported_weight_names_the_first_one(tmp_path):
     assert _core.cuda_unsupported_weight(_core.Model(bad)) == "token_embd.weight"
 
 
+def test_mixed_type_attention_matrices_decode(tmp_path):
+    """llama.cpp's Q4_K_M mix stores attn_v in Q6_K in some layers (here layer 1) while q and
+    k stay Q4_K: one-token steps then run q+k and v as one launch of two formats
+    (gemv_pair).  The decode logits must track float64 as closely as the CPU path's do."""
+    import gguf
+    from lowbit.tools import random_model
+
+    path = str(tmp_path / "q4_k_m.gguf")
+    random_model.make(path, "small", "Q4_K_M", seed=3)
+    types = {t.name: t.tensor_type.name for t in gguf.GGUFReader(path).tensors}
+    assert types["blk.1.attn_v.weight"] == "Q6_K" and types["blk.1.attn_q.weight"] == "Q4_K"
+    model = _core.Model(path)
+    toks = [int(t) for t in np.random.default_rng(0).integers(1, 1000, 24)]
+    g = _core.CudaLlama(model, n_ctx=256)
+    gpu = np.concatenate([g.forward([t], i, 1) for i, t in enumerate(toks)])
+    ctx = _core.Context(model, n_ctx=256, n_threads=0, n_batch=1)
+    cpu = []
+    for t in toks:
+        ctx.eval([t])
+        cpu.append(np.array(ctx.logits(), copy=True).reshape(1, -1))
+    cpu = np.concatenate(cpu)
+    ref = reference_forward(path, toks)
+
+    def rel(a):
+        return float(np.linalg.norm(a - ref) / np.linalg.norm(ref))
+
+    assert np.isfinite(gpu).all()
+    assert rel(gpu) < 0.05, (rel(gpu), rel(cpu))
+    assert rel(gpu) <= 2.0 * rel(cpu) + 1e-3, (rel(gpu), rel(cpu))
+
+
 # ---- whole model -------------------------------------------------------------------------
 
 FALLBACK_TEXT = (
