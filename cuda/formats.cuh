@@ -38,55 +38,42 @@ __device__ __forceinline__ uint32_t ld32(const uint8_t* p) {
 // bit i of a 4-bit value -> bit 0 of byte i
 __device__ __forceinline__ uint32_t spread4(uint32_t n) { return (n * 0x00204081u) & 0x01010101u; }
 
+// word k (bytes 4k..4k+3) of 16 bytes of packed nibbles: elements 4k.. (low nibbles) and
+// 16 + 4k.. (high), ggml's order for Q4_0/Q4_1/IQ4_NL
+__device__ __forceinline__ void put_nibbles(uint32_t q, int k, Unit& u) {
+    u.w[k] = int(q & 0x0F0F0F0Fu);
+    u.w[k + 4] = int((q >> 4) & 0x0F0F0F0Fu);
+}
+__device__ __forceinline__ void put_scale(float sc, float of, Unit& u) {
+    u.sc[0] = u.sc[1] = sc;
+    u.of[0] = u.of[1] = of;
+}
+
 struct FQ4_0 {
     static constexpr int BYTES = 18, QK = 32, ALIGN = 2, CHUNK = 128, PH = 2, PNV = 1;
     static __device__ __forceinline__ void unit_planar(const uint4* p, uint32_t h, Unit& u) {
+        put_nibbles(p[0].x, 0, u); put_nibbles(p[0].y, 1, u); put_nibbles(p[0].z, 2, u); put_nibbles(p[0].w, 3, u);
         const float d = h2f(uint16_t(h));
-        const uint32_t q[4] = {p[0].x, p[0].y, p[0].z, p[0].w};
-#pragma unroll
-        for (int k = 0; k < 4; ++k) {
-            u.w[k] = int(q[k] & 0x0F0F0F0Fu);
-            u.w[k + 4] = int((q[k] >> 4) & 0x0F0F0F0Fu);
-        }
-        u.sc[0] = u.sc[1] = d;
-        u.of[0] = u.of[1] = -8.0f * d;
+        put_scale(d, -8.0f * d, u);
     }
     static __device__ __forceinline__ void unit(const uint8_t* b, int, Unit& u) {
-        const float d = h2f(ld16(b));
 #pragma unroll
-        for (int k = 0; k < 4; ++k) {
-            const uint32_t q = ld32<ALIGN>(b + 2 + 4 * k);
-            u.w[k] = int(q & 0x0F0F0F0Fu);
-            u.w[k + 4] = int((q >> 4) & 0x0F0F0F0Fu);
-        }
-        u.sc[0] = u.sc[1] = d;
-        u.of[0] = u.of[1] = -8.0f * d;
+        for (int k = 0; k < 4; ++k) put_nibbles(ld32<ALIGN>(b + 2 + 4 * k), k, u);
+        const float d = h2f(ld16(b));
+        put_scale(d, -8.0f * d, u);
     }
 };
 
 struct FQ4_1 {
     static constexpr int BYTES = 20, QK = 32, ALIGN = 4, CHUNK = 128, PH = 4, PNV = 1;
     static __device__ __forceinline__ void unit_planar(const uint4* p, uint32_t h, Unit& u) {
-        const float d = h2f(uint16_t(h)), m = h2f(uint16_t(h >> 16));
-        const uint32_t q[4] = {p[0].x, p[0].y, p[0].z, p[0].w};
-#pragma unroll
-        for (int k = 0; k < 4; ++k) {
-            u.w[k] = int(q[k] & 0x0F0F0F0Fu);
-            u.w[k + 4] = int((q[k] >> 4) & 0x0F0F0F0Fu);
-        }
-        u.sc[0] = u.sc[1] = d;
-        u.of[0] = u.of[1] = m;
+        put_nibbles(p[0].x, 0, u); put_nibbles(p[0].y, 1, u); put_nibbles(p[0].z, 2, u); put_nibbles(p[0].w, 3, u);
+        put_scale(h2f(uint16_t(h)), h2f(uint16_t(h >> 16)), u);
     }
     static __device__ __forceinline__ void unit(const uint8_t* b, int, Unit& u) {
-        const float d = h2f(ld16(b)), m = h2f(ld16(b + 2));
 #pragma unroll
-        for (int k = 0; k < 4; ++k) {
-            const uint32_t q = ld32<ALIGN>(b + 4 + 4 * k);
-            u.w[k] = int(q & 0x0F0F0F0Fu);
-            u.w[k + 4] = int((q >> 4) & 0x0F0F0F0Fu);
-        }
-        u.sc[0] = u.sc[1] = d;
-        u.of[0] = u.of[1] = m;
+        for (int k = 0; k < 4; ++k) put_nibbles(ld32<ALIGN>(b + 4 + 4 * k), k, u);
+        put_scale(h2f(ld16(b)), h2f(ld16(b + 2)), u);
     }
 };
 
