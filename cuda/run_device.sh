@@ -22,6 +22,12 @@
 #   compare    bench/compare_llamacpp.py -ngl 99: lowbit against llama.cpp's llama-bench (a CUDA build,
 #              LLAMA_BENCH=path) side by side on random Llama-3-8B models of E2E_TYPES
 #              (default "Q4_0 Q4_K_M Q8_0 F16")
+#   ab         decode speed of this tree against a base, in one call (machines differ by up to ~5% on the
+#              same code, so only same-call comparisons decide): AB_BASE=<tar of the base tree> (make it
+#              here with `git archive -o <ignored dir>/base.tar <rev>` and carry it; the device copy's .git
+#              is not current), built into /tmp/lowbit_base_build; then `lowbit bench -ngl 99 -p 0 -n 128
+#              -r 3` on random Llama-3-8B models of E2E_TYPES (default "Q4_0 Q4_K_M"), AB_ROUNDS rounds
+#              (default 2), this tree then the base in each; needs the build stage first
 #
 # Env: OUT (logs), CORE (above), LOWBIT_CUDA_ARCH (default 90 here; the library default is 80;86;89;90),
 # JOBS.
@@ -130,6 +136,32 @@ print('sanitized forward ok', a.shape, b.shape, c.shape)" 2>&1 | tail -15 | tee 
             done <<< "${E2E_CONFIGS:-new LOWBIT_CUDA_GRAPH=1
 old LOWBIT_CUDA_GRAPH=0 LOWBIT_CUDA_MMA=0 LOWBIT_CUDA_PDL=0
 classic LOWBIT_CUDA_MMA_TILE=classic}"
+            rm -f /tmp/m8b.gguf
+        done
+        ;;
+    ab)
+        [ -f "${AB_BASE:-}" ] || { echo "ab: AB_BASE must name a tar of the base tree"; status=1; continue; }
+        BASE_SRC=/tmp/lowbit_base_src BASE_BUILD=/tmp/lowbit_base_build
+        rm -rf "$BASE_SRC" && mkdir -p "$BASE_SRC" && tar -xf "$AB_BASE" -C "$BASE_SRC" || { status=1; continue; }
+        PYBIND=$(python3 -m pybind11 --cmakedir 2>/dev/null || true)
+        GEN=""; command -v ninja >/dev/null && GEN="-G Ninja"
+        { cmake -S "$BASE_SRC" -B "$BASE_BUILD" $GEN -DCMAKE_BUILD_TYPE=Release -DLOWBIT_CUDA=ON -DLOWBIT_PYTHON=ON \
+            -DCMAKE_CUDA_ARCHITECTURES="$ARCH" -Dpybind11_DIR="$PYBIND" -DPython_EXECUTABLE="$(command -v python3)" &&
+            cmake --build "$BASE_BUILD" -j "$JOBS"; } > "$OUT/ab_base_build.log" 2>&1 ||
+            { tail -20 "$OUT/ab_base_build.log"; status=1; continue; }
+        NEW_PATH="$PYTHONPATH"
+        BASE_PATH="$BASE_SRC/python:$BASE_BUILD/py${PYTHONPATH:+:$PYTHONPATH}"
+        for t in ${E2E_TYPES:-Q4_0 Q4_K_M}; do
+            python3 -m lowbit.tools.random_model --shape llama3-8b --type "$t" --distinct-rows 512 /tmp/m8b.gguf \
+                > /dev/null || { status=1; continue; }
+            for r in $(seq "${AB_ROUNDS:-2}"); do
+                for side in new base; do
+                    [ $side = new ] && P="$NEW_PATH" || P="$BASE_PATH"
+                    res=$(PYTHONPATH="$P" python3 -m lowbit bench -m /tmp/m8b.gguf -ngl 99 -p 0 -n 128 -r 3 2>&1)
+                    line=$(grep tg128 <<< "$res" | awk -F'|' -v n="$t round $r $side" '{print n, $(NF-1)}')
+                    [ -n "$line" ] && echo "$line" | tee -a "$OUT/ab.txt" || { echo "$t $side: $(tail -1 <<< "$res")"; status=1; }
+                done
+            done
             rm -f /tmp/m8b.gguf
         done
         ;;
