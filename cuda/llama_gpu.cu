@@ -152,6 +152,60 @@ __global__ void swiglu_q_kernel(const float* __restrict__ gu, int64_t ntok, int6
     warp_quantize_q8(v, q + i, s + gw);
 }
 
+// RoPE of pair i (elements 2i, 2i + 1) at position pos: the rotation's sine and cosine
+// (pairs with 2i >= n_rot are not rotated), then the rotation of one pair.
+__device__ __forceinline__ void rope_sincos(int64_t pos, int i, int n_rot, float base, float& sn, float& cs) {
+    const float theta = float(pos) * powf(base, -2.0f * float(i) / float(n_rot));
+    sincosf(theta, &sn, &cs);
+}
+__device__ __forceinline__ float2 rope_rotate(float2 p, float sn, float cs) {
+    return make_float2(p.x * cs - p.y * sn, p.x * sn + p.y * cs);
+}
+
+// The attention kernels' lane layouts.  Scores: LPP = HD/16 lanes per position, lane `sub`
+// holding dimensions 4*sub + 4*LPP*i + (0..3), i < 4 (the LPP lanes of a position read one
+// contiguous run of the K row per i).  P V: DPL = HD/32 consecutive dimensions per lane.
+template <int LPP>
+__device__ __forceinline__ void load_k_part(const __half* kr /* row + 4 * sub */, uint2 (&r)[4]) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) r[i] = *reinterpret_cast<const uint2*>(kr + 4 * LPP * i);
+}
+__device__ __forceinline__ void k_part_floats(const uint2 (&r)[4], float (&kf)[16]) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        const float2 a = __half22float2(*reinterpret_cast<const __half2*>(&r[i].x));
+        const float2 b = __half22float2(*reinterpret_cast<const __half2*>(&r[i].y));
+        kf[4 * i] = a.x; kf[4 * i + 1] = a.y; kf[4 * i + 2] = b.x; kf[4 * i + 3] = b.y;
+    }
+}
+// q . k over the LPP lanes of a position (every lane of the warp calls; all get the sum)
+template <int LPP>
+__device__ __forceinline__ float qk_dot(const float* q, int sub, const float (&kf)[16]) {
+    float s = 0.0f;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        const float4 q4 = *reinterpret_cast<const float4*>(&q[4 * sub + 4 * LPP * i]);
+        s += q4.x * kf[4 * i] + q4.y * kf[4 * i + 1] + q4.z * kf[4 * i + 2] + q4.w * kf[4 * i + 3];
+    }
+#pragma unroll
+    for (int o = LPP / 2; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+    return s;
+}
+template <int DPL>
+__device__ __forceinline__ uint2 load_v_part(const __half* vr /* row + DPL * lane */) {
+    if constexpr (DPL == 4) return *reinterpret_cast<const uint2*>(vr);
+    else return make_uint2(*reinterpret_cast<const uint32_t*>(vr), 0u);
+}
+template <int DPL>
+__device__ __forceinline__ void v_part_floats(const uint2& r, float (&vv)[DPL]) {
+    const float2 a = __half22float2(*reinterpret_cast<const __half2*>(&r.x));
+    vv[0] = a.x; vv[1] = a.y;
+    if constexpr (DPL == 4) {
+        const float2 b = __half22float2(*reinterpret_cast<const __half2*>(&r.y));
+        vv[2] = b.x; vv[3] = b.y;
+    }
+}
+
 // RoPE (pairs 2i, 2i+1) on q and k; k and v go to the cache as F16.  grid (token, head of
 // q then of k), hd/2 threads: one pair each.  qkv: [ntok][ld], q then k then v; *pos0p:
 // the first token's position.
@@ -169,10 +223,9 @@ __global__ void rope_kv_kernel(float* __restrict__ qkv, int64_t ld, int n_head, 
     float2* const vec = reinterpret_cast<float2*>(qt + (is_k ? dq : 0) + off) + i;
     float2 p = *vec;
     if (2 * i < n_rot) {
-        const float theta = float(pos) * powf(base, -2.0f * float(i) / float(n_rot));
         float sn, cs;
-        sincosf(theta, &sn, &cs);
-        p = make_float2(p.x * cs - p.y * sn, p.x * sn + p.y * cs);
+        rope_sincos(pos, i, n_rot, base, sn, cs);
+        p = rope_rotate(p, sn, cs);
         *vec = p;
     }
     if (is_k) {
@@ -240,14 +293,9 @@ attn_split_kernel(const float* __restrict__ q, int64_t ldq, const __half* __rest
         const int jj = j0 + lane / LPP;
         float kf[16];
         if (jj < len) {
-            const __half* kr = kbase + int64_t(jj) * dkv;
-#pragma unroll
-            for (int i = 0; i < 4; ++i) {
-                const uint2 raw = *reinterpret_cast<const uint2*>(kr + 4 * LPP * i);
-                const float2 a = __half22float2(*reinterpret_cast<const __half2*>(&raw.x));
-                const float2 b = __half22float2(*reinterpret_cast<const __half2*>(&raw.y));
-                kf[4 * i] = a.x; kf[4 * i + 1] = a.y; kf[4 * i + 2] = b.x; kf[4 * i + 3] = b.y;
-            }
+            uint2 r[4];
+            load_k_part<LPP>(kbase + int64_t(jj) * dkv, r);
+            k_part_floats(r, kf);
         } else {
 #pragma unroll
             for (int e = 0; e < 16; ++e) kf[e] = 0.0f;
@@ -255,14 +303,7 @@ attn_split_kernel(const float* __restrict__ q, int64_t ldq, const __half* __rest
 #pragma unroll
         for (int g = 0; g < GM; ++g) {
             if (g < ng) {
-                float s = 0.0f;
-#pragma unroll
-                for (int i = 0; i < 4; ++i) {
-                    const float4 qv = *reinterpret_cast<const float4*>(&qs[g][4 * sub + 4 * LPP * i]);
-                    s += qv.x * kf[4 * i] + qv.y * kf[4 * i + 1] + qv.z * kf[4 * i + 2] + qv.w * kf[4 * i + 3];
-                }
-#pragma unroll
-                for (int o = LPP / 2; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+                const float s = qk_dot<LPP>(qs[g], sub, kf);
                 if (sub == 0 && jj < len) sc[g][jj] = s * scale;
             }
         }
@@ -295,15 +336,7 @@ attn_split_kernel(const float* __restrict__ q, int64_t ldq, const __half* __rest
 #pragma unroll 8
     for (int jj = warp; jj < len; jj += NW) {
         float vv[DPL];
-        if constexpr (DPL == 4) {
-            const uint2 raw = *reinterpret_cast<const uint2*>(vbase + int64_t(jj) * dkv);
-            const float2 a = __half22float2(*reinterpret_cast<const __half2*>(&raw.x));
-            const float2 b = __half22float2(*reinterpret_cast<const __half2*>(&raw.y));
-            vv[0] = a.x; vv[1] = a.y; vv[2] = b.x; vv[3] = b.y;
-        } else {
-            const float2 a = __half22float2(*reinterpret_cast<const __half2*>(vbase + int64_t(jj) * dkv));
-            vv[0] = a.x; vv[1] = a.y;
-        }
+        v_part_floats<DPL>(load_v_part<DPL>(vbase + int64_t(jj) * dkv), vv);
 #pragma unroll
         for (int g = 0; g < GM; ++g) {
             if (g < ng) {
@@ -367,15 +400,8 @@ attn_onepass_kernel(const float* __restrict__ qkv, int64_t ldq, __half* __restri
     const int sub = lane % LPP;
     const __half* kbase = kc + int64_t(kvh) * HD + 4 * sub;
     const __half* vbase = vc + int64_t(kvh) * HD + DPL * lane;
-    auto load_k = [&](int jj, uint2 (&r)[4]) {
-        const __half* kr = kbase + int64_t(jj) * dkv;
-#pragma unroll
-        for (int i = 0; i < 4; ++i) r[i] = *reinterpret_cast<const uint2*>(kr + 4 * LPP * i);
-    };
-    auto load_v = [&](int jj) {
-        if constexpr (DPL == 4) return *reinterpret_cast<const uint2*>(vbase + int64_t(jj) * dkv);
-        else return make_uint2(*reinterpret_cast<const uint32_t*>(vbase + int64_t(jj) * dkv), 0u);
-    };
+    auto load_k = [&](int jj, uint2 (&r)[4]) { load_k_part<LPP>(kbase + int64_t(jj) * dkv, r); };
+    auto load_v = [&](int jj) { return load_v_part<DPL>(vbase + int64_t(jj) * dkv); };
     uint2 kpre[KIT][4], vpre[VIT];
 #pragma unroll
     for (int it = 0; it < KIT; ++it) {
@@ -395,11 +421,10 @@ attn_onepass_kernel(const float* __restrict__ qkv, int64_t ldq, __half* __restri
         float2 kp = reinterpret_cast<const float2*>(qt + dq + int64_t(kvh) * HD)[i];
         const float2 vp = reinterpret_cast<const float2*>(qt + dq + dkv + int64_t(kvh) * HD)[i];
         if (2 * i < n_rot) {
-            const float theta = float(pos) * powf(base, -2.0f * float(i) / float(n_rot));
             float sn, cs;
-            sincosf(theta, &sn, &cs);
-            qp = make_float2(qp.x * cs - qp.y * sn, qp.x * sn + qp.y * cs);
-            kp = make_float2(kp.x * cs - kp.y * sn, kp.x * sn + kp.y * cs);
+            rope_sincos(pos, i, n_rot, base, sn, cs);
+            qp = rope_rotate(qp, sn, cs);
+            kp = rope_rotate(kp, sn, cs);
         }
         // F16 queries, as llama.cpp; k and v as the cache holds them
         const __half2 qh = __floats2half2_rn(qp.x, qp.y), kh = __floats2half2_rn(kp.x, kp.y),
@@ -421,12 +446,7 @@ attn_onepass_kernel(const float* __restrict__ qkv, int64_t ldq, __half* __restri
         const int jj = j0 + lane / LPP;
         float kf[16];
         if (jj < len - 1) {
-#pragma unroll
-            for (int i = 0; i < 4; ++i) {
-                const float2 a = __half22float2(*reinterpret_cast<const __half2*>(&r[i].x));
-                const float2 b = __half22float2(*reinterpret_cast<const __half2*>(&r[i].y));
-                kf[4 * i] = a.x; kf[4 * i + 1] = a.y; kf[4 * i + 2] = b.x; kf[4 * i + 3] = b.y;
-            }
+            k_part_floats(r, kf);
         } else if (jj == len - 1) {   // this token's k: not in the cache yet
 #pragma unroll
             for (int i = 0; i < 4; ++i) {
@@ -437,14 +457,7 @@ attn_onepass_kernel(const float* __restrict__ qkv, int64_t ldq, __half* __restri
 #pragma unroll
             for (int e = 0; e < 16; ++e) kf[e] = 0.0f;
         }
-        float s = 0.0f;
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-            const float4 q4 = *reinterpret_cast<const float4*>(&qs[4 * sub + 4 * LPP * i]);
-            s += q4.x * kf[4 * i] + q4.y * kf[4 * i + 1] + q4.z * kf[4 * i + 2] + q4.w * kf[4 * i + 3];
-        }
-#pragma unroll
-        for (int o = LPP / 2; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+        float s = qk_dot<LPP>(qs, sub, kf);
         if (jj < len) {
             s *= scale;
             if (sub == 0) sc[jj] = s;
@@ -484,12 +497,10 @@ attn_onepass_kernel(const float* __restrict__ qkv, int64_t ldq, __half* __restri
     for (int e = 0; e < DPL; ++e) acc[e] = 0.0f;
     auto pv = [&](int jj, const uint2& r) {
         const float p = sc[jj];
-        const float2 a = __half22float2(*reinterpret_cast<const __half2*>(&r.x));
-        acc[0] += p * a.x; acc[1] += p * a.y;
-        if constexpr (DPL == 4) {
-            const float2 b = __half22float2(*reinterpret_cast<const __half2*>(&r.y));
-            acc[2] += p * b.x; acc[3] += p * b.y;
-        }
+        float vv[DPL];
+        v_part_floats<DPL>(r, vv);
+#pragma unroll
+        for (int e = 0; e < DPL; ++e) acc[e] += p * vv[e];
     };
 #pragma unroll
     for (int it = 0; it < VIT; ++it) {
@@ -674,13 +685,13 @@ struct LlamaGpu::Impl {
     // The parts with each run of neighbours that share type, width, pitch and layout joined
     // into one matrix (one launch instead of several), at their output offsets.
     std::vector<Part> fuse(std::vector<DevMatrix> ms) {
+        auto same = [](const DevMatrix& a, const DevMatrix& b) {
+            return a.type == b.type && a.cols == b.cols && a.pitch == b.pitch && a.planar == b.planar;
+        };
         std::vector<Part> out;
         int64_t off = 0;
         for (size_t i = 0; i < ms.size();) {
             size_t j = i + 1;
-            auto same = [&](const DevMatrix& a, const DevMatrix& b) {
-                return a.type == b.type && a.cols == b.cols && a.pitch == b.pitch && a.planar == b.planar;
-            };
             while (j < ms.size() && same(ms[j], ms[i])) ++j;
             if (j == i + 1) {
                 out.push_back(Part{keep(ms[i]), off});
