@@ -150,9 +150,10 @@ gemv_q_pair_kernel(const uint8_t* __restrict__ W1, size_t pitch1, int nrows1, fl
 
 // Planar rows (formats.cuh): one warp per row, lane l taking blocks l, l + 32, ...; the
 // quants load straight into registers (16-byte coalesced, no shared memory).  A step is B
-// blocks per lane; S steps are in flight, all of them requested before the activations
-// are waited for (under PDL that overlaps the kernels before), and each step is refilled
-// as soon as it has been used.
+// blocks per lane; S steps are in flight, the first requested before the activations are
+// waited for (under PDL that overlaps the kernel before; more early steps measured slower
+// in the decode graph, NOTES.md session 6), and each step is refilled as soon as it has
+// been used.
 //
 // Registers: 64 per thread when the steps hold <= 128 bytes of quants per lane, so that 32
 // warps fit an SM (a 4096-row matrix in one wave on 132 SMs).
@@ -160,7 +161,7 @@ template <class F, int NT, int B, int S>
 __global__ void __launch_bounds__(kWarps * 32, (NT == 1 && S * B * F::PNV <= 8) ? 8 : 4)
 gemv_planar_kernel(const uint8_t* __restrict__ W, size_t pitch, int nb, int nrows, const int8_t* __restrict__ xq,
                    const Q8Sums* __restrict__ xs, int64_t cols, int ntok, float* __restrict__ y, int64_t ldy,
-                   int accumulate, int pre) {
+                   int accumulate) {
     constexpr int NV = F::PNV;
     constexpr int STEP = 32 * B;   // blocks of the row per step (all lanes)
     griddep_launch();
@@ -203,13 +204,10 @@ gemv_planar_kernel(const uint8_t* __restrict__ W, size_t pitch, int nb, int nrow
             }
         }
     };
-#pragma unroll
-    for (int s = 0; s < S; ++s)
-        if (s < pre) load(s, s * STEP);
+    load(0, 0);
     griddep_wait();   // weights only above this line
 #pragma unroll
-    for (int s = 0; s < S; ++s)
-        if (s >= pre) load(s, s * STEP);
+    for (int s = 1; s < S; ++s) load(s, s * STEP);
     for (int b0 = 0; b0 < nb; b0 += S * STEP) {
 #pragma unroll
         for (int s = 0; s < S; ++s) {
@@ -378,14 +376,13 @@ void launch_planar(const DevMatrix& w, const DevAct& a, int64_t ntok, float* y, 
     const int nb = int(w.cols / F::QK);
     const dim3 block(kWarps * 32);
     const dim3 grid(unsigned(ceil_div(w.rows, kWarps)), unsigned(ntok == 1 ? 1 : ceil_div(ntok, 8)));
-    // Two 16-byte quant loads per lane and step (B = 2 / PNV blocks), two steps, the first
-    // requested before griddepcontrol.wait.  Measured on the H100 (NOTES.md, session 6):
-    // 1, 2 or 4 loads, 2-4 steps, 0-2 of them early; this one was best in the decode graph.
+    // Two 16-byte quant loads per lane and step (B = 2 / PNV blocks), two steps.  Measured on
+    // the H100 (NOTES.md, session 6): 1, 2 or 4 loads, 2-4 steps, 0-2 of them early; this one
+    // was best in the decode graph.
     using K = void (*)(const uint8_t*, size_t, int, int, const int8_t*, const Q8Sums*, int64_t, int, float*, int64_t,
-                       int, int);
-    const int pre = 1;
+                       int);
     const K k = ntok == 1 ? K(gemv_planar_kernel<F, 1, std::max(1, 2 / F::PNV), 2>) : K(gemv_planar_kernel<F, 8, 2, 2>);
-    launch(k, grid, block, 0, st, pdl, w.data, w.pitch, nb, int(w.rows), a.q, a.s, w.cols, int(ntok), y, ldy, acc, pre);
+    launch(k, grid, block, 0, st, pdl, w.data, w.pitch, nb, int(w.rows), a.q, a.s, w.cols, int(ntok), y, ldy, acc);
 }
 
 template <class F>
