@@ -112,18 +112,15 @@ struct FQ5_1 {
 struct FQ8_0 {
     static constexpr int BYTES = 34, QK = 32, ALIGN = 2, CHUNK = 128, PH = 2, PNV = 2;
     static __device__ __forceinline__ void unit_planar(const uint4* p, uint32_t h, Unit& u) {
-        const float d = h2f(uint16_t(h));
         u.w[0] = int(p[0].x); u.w[1] = int(p[0].y); u.w[2] = int(p[0].z); u.w[3] = int(p[0].w);
         u.w[4] = int(p[1].x); u.w[5] = int(p[1].y); u.w[6] = int(p[1].z); u.w[7] = int(p[1].w);
-        u.sc[0] = u.sc[1] = d;
-        u.of[0] = u.of[1] = 0.0f;
+        put_scale(h2f(uint16_t(h)), 0.0f, u);
     }
     static __device__ __forceinline__ void unit(const uint8_t* b, int, Unit& u) {
         const float d = h2f(ld16(b));
 #pragma unroll
         for (int k = 0; k < 8; ++k) u.w[k] = int(ld32<ALIGN>(b + 2 + 4 * k));
-        u.sc[0] = u.sc[1] = d;
-        u.of[0] = u.of[1] = 0.0f;
+        put_scale(d, 0.0f, u);
     }
 };
 
@@ -143,29 +140,22 @@ __device__ __forceinline__ uint32_t iq4nl_lookup(uint32_t idx /* one 4-bit index
     return __byte_perm(lo, hi, 0x3210u | ((s & 0x8888u) >> 1));
 }
 
+// word k of 16 bytes of IQ4_NL indices: put_nibbles through the codebook
+__device__ __forceinline__ void put_iq4nl(uint32_t q, int k, Unit& u) {
+    u.w[k] = int(iq4nl_lookup(q & 0x0F0F0F0Fu));
+    u.w[k + 4] = int(iq4nl_lookup((q >> 4) & 0x0F0F0F0Fu));
+}
+
 struct FIQ4_NL {
     static constexpr int BYTES = 18, QK = 32, ALIGN = 2, CHUNK = 128, PH = 2, PNV = 1;
     static __device__ __forceinline__ void unit_planar(const uint4* p, uint32_t h, Unit& u) {
-        const float d = h2f(uint16_t(h));
-        const uint32_t q[4] = {p[0].x, p[0].y, p[0].z, p[0].w};
-#pragma unroll
-        for (int k = 0; k < 4; ++k) {
-            u.w[k] = int(iq4nl_lookup(q[k] & 0x0F0F0F0Fu));
-            u.w[k + 4] = int(iq4nl_lookup((q[k] >> 4) & 0x0F0F0F0Fu));
-        }
-        u.sc[0] = u.sc[1] = d;
-        u.of[0] = u.of[1] = 0.0f;
+        put_iq4nl(p[0].x, 0, u); put_iq4nl(p[0].y, 1, u); put_iq4nl(p[0].z, 2, u); put_iq4nl(p[0].w, 3, u);
+        put_scale(h2f(uint16_t(h)), 0.0f, u);
     }
     static __device__ __forceinline__ void unit(const uint8_t* b, int, Unit& u) {
-        const float d = h2f(ld16(b));
 #pragma unroll
-        for (int k = 0; k < 4; ++k) {
-            const uint32_t q = ld32<ALIGN>(b + 2 + 4 * k);
-            u.w[k] = int(iq4nl_lookup(q & 0x0F0F0F0Fu));
-            u.w[k + 4] = int(iq4nl_lookup((q >> 4) & 0x0F0F0F0Fu));
-        }
-        u.sc[0] = u.sc[1] = d;
-        u.of[0] = u.of[1] = 0.0f;
+        for (int k = 0; k < 4; ++k) put_iq4nl(ld32<ALIGN>(b + 2 + 4 * k), k, u);
+        put_scale(h2f(ld16(b)), 0.0f, u);
     }
 };
 
