@@ -63,8 +63,9 @@ void gemv_host(Type type, const void* w, int64_t rows, int64_t cols, const float
                float* x_used);
 // The same through a chosen path: 0 the GEMV kernels, 1 the tensor-core path (F16
 // operands; x_used is then x rounded to F16), -1 the one the model would take for ntok
-// tokens.  Returns the path taken.
+// tokens.  y0 (optional, [ntok][rows]): accumulate, y = y0 + W x (the residual products'
+// mode).  Returns the path taken.
 int matmul_host(Type type, const void* w, int64_t rows, int64_t cols, const float* x, int64_t ntok, float* y,
-                float* x_used, int path);
+                float* x_used, int path, const float* y0 = nullptr);
 
 }  // namespace lowbit::cuda

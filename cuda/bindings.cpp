@@ -20,13 +20,14 @@ void bind(py::module_& m) {
     m.def("cuda_device_name", [] { return device_name(); });
     m.def("cuda_unsupported_weight", [](const Model& mo) { return unsupported_weight(mo); }, py::arg("model"));
 
-    // y[ntok][rows] = W x on the GPU, with W raw blocks (rows * row_bytes of `type`), x
-    // [ntok][cols] float32.  Returns (y, x_used): x_used is what the kernel multiplied
-    // (int8 activations times their block scale for block formats).
+    // y[ntok][rows] = W x (or y0 + W x) on the GPU, with W raw blocks (rows * row_bytes of
+    // `type`), x [ntok][cols] float32.  Returns (y, x_used): x_used is what the kernel
+    // multiplied (int8 activations times their block scale for block formats).
     m.def(
         "cuda_gemv",
         [](const std::string& type, py::buffer raw, int64_t rows, int64_t cols,
-           py::array_t<float, py::array::c_style | py::array::forcecast> x, const std::string& path) {
+           py::array_t<float, py::array::c_style | py::array::forcecast> x, const std::string& path,
+           py::object y0) {
             Type t;
             if (!type_by_name(type.c_str(), &t)) fail("the CUDA backend has no kernel for type '" + type + "'");
             const py::buffer_info wb = raw.request();
@@ -40,14 +41,21 @@ void bind(py::module_& m) {
             if (path == "gemv") p = 0;
             else if (path == "mma") p = 1;
             else if (path != "auto") fail("cuda_gemv: path must be 'auto', 'gemv' or 'mma'");
+            using Arr = py::array_t<float, py::array::c_style | py::array::forcecast>;
+            const bool acc = !y0.is_none();
+            Arr y0a;   // (a default array_t is an empty array, not a null handle)
+            if (acc) y0a = y0.cast<Arr>();
+            if (acc && y0a.size() != ntok * rows) fail("cuda_gemv: y0 must hold ntok * rows values");
             py::array_t<float> y({ntok, rows}), used({ntok, cols});
             {
                 py::gil_scoped_release nogil;
-                matmul_host(t, wb.ptr, rows, cols, x.data(), ntok, y.mutable_data(), used.mutable_data(), p);
+                matmul_host(t, wb.ptr, rows, cols, x.data(), ntok, y.mutable_data(), used.mutable_data(), p,
+                            acc ? y0a.data() : nullptr);
             }
             return py::make_tuple(y, used);
         },
-        py::arg("type"), py::arg("raw"), py::arg("rows"), py::arg("cols"), py::arg("x"), py::arg("path") = "gemv");
+        py::arg("type"), py::arg("raw"), py::arg("rows"), py::arg("cols"), py::arg("x"), py::arg("path") = "gemv",
+        py::arg("y0") = py::none());
     // whether the tensor-core path exists for this type and row width, and from how many tokens the model uses it
     m.def("cuda_mma_supported", [](const std::string& type, int64_t cols) {
         Type t;

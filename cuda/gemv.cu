@@ -55,6 +55,18 @@ __device__ __forceinline__ uint4 ld_stream(const uint4* p) {
     return v;
 }
 
+// One token: the value a residual product adds to (lane 0), read right after the wait
+// instead of after the product, which saves the kernel's last warps an L2 round trip
+// (the planar and float kernels: Q4_0 tg128 +5.6%, Q8_0 +3.5% on the H100; the
+// shared-memory kernel measured 1.6% slower with it on Q4_K_M, NOTES.md session 7).
+template <int NT>
+__device__ __forceinline__ float early_prev(const float* y, int t0, int row, int64_t ldy, int accumulate, int lane) {
+    if constexpr (NT == 1) {
+        if (accumulate && lane == 0) return y[int64_t(t0) * ldy + row];
+    }
+    return 0.0f;
+}
+
 // The body of gemv_q_kernel for the bx-th group of kWarps rows.
 template <class F, int NT, int CDIV>
 __device__ __forceinline__ void gemv_q_rows(int bx, const uint8_t* __restrict__ W, size_t pitch, int nblocks, int nrows,
@@ -150,10 +162,10 @@ gemv_q_pair_kernel(const uint8_t* __restrict__ W1, size_t pitch1, int nrows1, fl
 
 // Planar rows (formats.cuh): one warp per row, lane l taking blocks l, l + 32, ...; the
 // quants load straight into registers (16-byte coalesced, no shared memory).  A step is B
-// blocks per lane; S steps are in flight, the first requested before the activations are
-// waited for (under PDL that overlaps the kernel before; more early steps measured slower
-// in the decode graph, NOTES.md session 6), and each step is refilled as soon as it has
-// been used.
+// blocks per lane; S steps are in flight, the first `pre` requested before the activations
+// are waited for (under PDL that overlaps the kernel before; more early steps measured
+// slower in the decode graph, NOTES.md session 6), and each step is refilled as soon as it
+// has been used.
 //
 // Registers: 64 per thread when the steps hold <= 128 bytes of quants per lane, so that 32
 // warps fit an SM (a 4096-row matrix in one wave on 132 SMs).
@@ -161,7 +173,7 @@ template <class F, int NT, int B, int S>
 __global__ void __launch_bounds__(kWarps * 32, (NT == 1 && S * B * F::PNV <= 8) ? 8 : 4)
 gemv_planar_kernel(const uint8_t* __restrict__ W, size_t pitch, int nb, int nrows, const int8_t* __restrict__ xq,
                    const Q8Sums* __restrict__ xs, int64_t cols, int ntok, float* __restrict__ y, int64_t ldy,
-                   int accumulate) {
+                   int accumulate, int pre) {
     constexpr int NV = F::PNV;
     constexpr int STEP = 32 * B;   // blocks of the row per step (all lanes)
     griddep_launch();
@@ -204,10 +216,14 @@ gemv_planar_kernel(const uint8_t* __restrict__ W, size_t pitch, int nb, int nrow
             }
         }
     };
-    load(0, 0);
-    griddep_wait();   // weights only above this line
 #pragma unroll
-    for (int s = 1; s < S; ++s) load(s, s * STEP);
+    for (int s = 0; s < S; ++s)
+        if (s < pre) load(s, s * STEP);
+    griddep_wait();   // weights only above this line
+    const float prev = early_prev<NT>(y, t0, row, ldy, accumulate, lane);
+#pragma unroll
+    for (int s = 0; s < S; ++s)
+        if (s >= pre) load(s, s * STEP);
     for (int b0 = 0; b0 < nb; b0 += S * STEP) {
 #pragma unroll
         for (int s = 0; s < S; ++s) {
@@ -220,7 +236,7 @@ gemv_planar_kernel(const uint8_t* __restrict__ W, size_t pitch, int nb, int nrow
         const float r = warp_sum(acc[t]);
         if (lane == 0 && t < nt) {
             float* out = y + int64_t(t0 + t) * ldy + row;
-            *out = accumulate ? *out + r : r;
+            *out = accumulate ? (NT == 1 ? prev : *out) + r : r;
         }
     }
 }
@@ -285,6 +301,7 @@ gemv_f_kernel(const uint8_t* __restrict__ W, size_t pitch, int cols, int nrows, 
     for (int t = 0; t < NT; ++t) acc[t] = 0.0f;
 
     bool waited = false;
+    float prev = 0.0f;
     for (int base = 0; base < nv; base += 32 * U) {
         uint4 v[U];
 #pragma unroll
@@ -295,6 +312,7 @@ gemv_f_kernel(const uint8_t* __restrict__ W, size_t pitch, int cols, int nrows, 
         if (!waited) {   // the first weights are in flight; now wait for the activations
             griddep_wait();
             waited = true;
+            prev = early_prev<NT>(y, t0, row, ldy, accumulate, lane);
         }
 #pragma unroll
         for (int k = 0; k < U; ++k) {
@@ -318,7 +336,10 @@ gemv_f_kernel(const uint8_t* __restrict__ W, size_t pitch, int cols, int nrows, 
             }
         }
     }
-    if (!waited) griddep_wait();
+    if (!waited) {
+        griddep_wait();
+        prev = early_prev<NT>(y, t0, row, ldy, accumulate, lane);
+    }
     for (int c = nv * EPV + lane; c < cols; c += 32) {
         const float w = V::elem(wrow, c);
 #pragma unroll
@@ -330,7 +351,7 @@ gemv_f_kernel(const uint8_t* __restrict__ W, size_t pitch, int cols, int nrows, 
         const float v = warp_sum(acc[t]);
         if (lane == 0 && t < nt) {
             float* out = y + int64_t(t0 + t) * ldy + row;
-            *out = accumulate ? *out + v : v;
+            *out = accumulate ? (NT == 1 ? prev : *out) + v : v;
         }
     }
 }
@@ -379,10 +400,13 @@ void launch_planar(const DevMatrix& w, const DevAct& a, int64_t ntok, float* y, 
     // Two 16-byte quant loads per lane and step (B = 2 / PNV blocks), two steps.  Measured on
     // the H100 (NOTES.md, session 6): 1, 2 or 4 loads, 2-4 steps, 0-2 of them early; this one
     // was best in the decode graph.
+    // `pre`, the steps requested before the wait, is 1; passed at run time because the
+    // kernel compiled with it fixed measured 1.2% slower on Q4_0 tg128 (H100, session 7).
     using K = void (*)(const uint8_t*, size_t, int, int, const int8_t*, const Q8Sums*, int64_t, int, float*, int64_t,
-                       int);
+                       int, int);
+    const int pre = 1;
     const K k = ntok == 1 ? K(gemv_planar_kernel<F, 1, std::max(1, 2 / F::PNV), 2>) : K(gemv_planar_kernel<F, 8, 2, 2>);
-    launch(k, grid, block, 0, st, pdl, w.data, w.pitch, nb, int(w.rows), a.q, a.s, w.cols, int(ntok), y, ldy, acc);
+    launch(k, grid, block, 0, st, pdl, w.data, w.pitch, nb, int(w.rows), a.q, a.s, w.cols, int(ntok), y, ldy, acc, pre);
 }
 
 template <class F>
@@ -643,7 +667,7 @@ void gemv_host(Type type, const void* w, int64_t rows, int64_t cols, const float
 }
 
 int matmul_host(Type type, const void* w, int64_t rows, int64_t cols, const float* x, int64_t ntok, float* y,
-                float* x_used, int path) {
+                float* x_used, int path, const float* y0) {
     if (rows <= 0 || cols <= 0 || ntok <= 0) fail("gemv_host: empty problem");
     const size_t rb = type_row_bytes(type, cols);
     if (path < 0) path = (mma_supported(type, cols) && ntok >= mma_min_tokens(type)) ? 1 : 0;
@@ -657,8 +681,11 @@ int matmul_host(Type type, const void* w, int64_t rows, int64_t cols, const floa
             LB_CUDA_CHECK(cudaMalloc(&dx, size_t(ntok * cols) * sizeof(float)));
             LB_CUDA_CHECK(cudaMalloc(&dy, size_t(ntok * rows) * sizeof(float)));
             LB_CUDA_CHECK(cudaMemcpy(dx, x, size_t(ntok * cols) * sizeof(float), cudaMemcpyHostToDevice));
-            LB_CUDA_CHECK(cudaMemset(dy, 0xFF, size_t(ntok * rows) * sizeof(float)));   // NaN: unwritten shows
-            mma(m, dx, cols, ntok, dy, rows, false, ws, nullptr);
+            if (y0)
+                LB_CUDA_CHECK(cudaMemcpy(dy, y0, size_t(ntok * rows) * sizeof(float), cudaMemcpyHostToDevice));
+            else
+                LB_CUDA_CHECK(cudaMemset(dy, 0xFF, size_t(ntok * rows) * sizeof(float)));   // NaN: unwritten shows
+            mma(m, dx, cols, ntok, dy, rows, y0 != nullptr, ws, nullptr);
             LB_CUDA_CHECK(cudaDeviceSynchronize());
             LB_CUDA_CHECK(cudaMemcpy(y, dy, size_t(ntok * rows) * sizeof(float), cudaMemcpyDeviceToHost));
             if (x_used) {   // what the tensor cores saw: x rounded to F16 (saturated)
@@ -684,7 +711,10 @@ int matmul_host(Type type, const void* w, int64_t rows, int64_t cols, const floa
         LB_CUDA_CHECK(cudaMalloc(&dx, size_t(ntok * cols) * sizeof(float)));
         LB_CUDA_CHECK(cudaMalloc(&dy, size_t(ntok * rows) * sizeof(float)));
         LB_CUDA_CHECK(cudaMemcpy(dx, x, size_t(ntok * cols) * sizeof(float), cudaMemcpyHostToDevice));
-        LB_CUDA_CHECK(cudaMemset(dy, 0xFF, size_t(ntok * rows) * sizeof(float)));   // NaN: unwritten shows
+        if (y0)
+            LB_CUDA_CHECK(cudaMemcpy(dy, y0, size_t(ntok * rows) * sizeof(float), cudaMemcpyHostToDevice));
+        else
+            LB_CUDA_CHECK(cudaMemset(dy, 0xFF, size_t(ntok * rows) * sizeof(float)));   // NaN: unwritten shows
         DevAct a;
         a.f32 = dx;
         a.ld_f32 = cols;
@@ -695,7 +725,7 @@ int matmul_host(Type type, const void* w, int64_t rows, int64_t cols, const floa
             a.q = dq;
             a.s = ds;
         }
-        gemv(m, a, ntok, dy, rows, false, nullptr);
+        gemv(m, a, ntok, dy, rows, y0 != nullptr, nullptr);
         LB_CUDA_CHECK(cudaDeviceSynchronize());
         LB_CUDA_CHECK(cudaMemcpy(y, dy, size_t(ntok * rows) * sizeof(float), cudaMemcpyDeviceToHost));
         if (x_used) {

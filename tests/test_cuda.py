@@ -126,6 +126,25 @@ def test_gemv_tall_matrix(type_name):
     assert err_exact < BOUND_EXACT_Q8, (type_name, err_exact)
 
 
+@pytest.mark.parametrize("type_name", ["Q4_0", "Q8_0", "Q4_K", "Q6_K", "Q5_0", "F16"])
+@pytest.mark.parametrize("ntok", [1, 5])
+def test_gemv_accumulates_into_y0(type_name, ntok):
+    """The residual products (attention output, down projection) add to the stream:
+    y = y0 + W x, on every kernel family (planar, shared-memory, float; one token and tiles)."""
+    rows, cols = 300, 1024
+    rng = np.random.default_rng(90 + ntok)
+    w = rng.standard_normal((rows, cols), dtype=np.float32)
+    x = rng.standard_normal((ntok, cols), dtype=np.float32)
+    y0 = (10.0 * rng.standard_normal((ntok, rows))).astype(np.float32)
+    raw = _core.quantize(type_name, w)
+    wd = np.asarray(_core.dequantize(type_name, raw, rows * cols), dtype=np.float64).reshape(rows, cols)
+    y, x_used = _core.cuda_gemv(type_name, raw, rows, cols, x, y0=y0)
+    prod = x_used.astype(np.float64) @ wd.T
+    err = np.linalg.norm(y - y0 - prod) / np.linalg.norm(prod)
+    assert err < BOUND_USED * 4, (type_name, ntok, err)   # y - y0 loses a little to |y0|'s rounding
+    assert np.abs(y - (y0 + prod)).max() < 1e-3 * np.abs(y0 + prod).max()
+
+
 def test_gemv_rejects_bad_input():
     with pytest.raises(Exception):
         _core.cuda_gemv("Q4_0", np.zeros(10, np.uint8), 1, 32, np.zeros((1, 32), np.float32))
