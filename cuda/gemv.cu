@@ -673,18 +673,22 @@ int matmul_host(Type type, const void* w, int64_t rows, int64_t cols, const floa
     if (path < 0) path = (mma_supported(type, cols) && ntok >= mma_min_tokens(type)) ? 1 : 0;
     if (path == 1 && !mma_supported(type, cols))
         fail(std::string("no tensor-core path for ") + type_name(type) + " rows of " + std::to_string(cols));
+    // x on the device, and y: y0 when accumulating, else NaN (an unwritten output shows)
+    auto stage = [&](float*& dx, float*& dy) {
+        LB_CUDA_CHECK(cudaMalloc(&dx, size_t(ntok * cols) * sizeof(float)));
+        LB_CUDA_CHECK(cudaMalloc(&dy, size_t(ntok * rows) * sizeof(float)));
+        LB_CUDA_CHECK(cudaMemcpy(dx, x, size_t(ntok * cols) * sizeof(float), cudaMemcpyHostToDevice));
+        if (y0)
+            LB_CUDA_CHECK(cudaMemcpy(dy, y0, size_t(ntok * rows) * sizeof(float), cudaMemcpyHostToDevice));
+        else
+            LB_CUDA_CHECK(cudaMemset(dy, 0xFF, size_t(ntok * rows) * sizeof(float)));
+    };
     if (path == 1) {
         DevMatrix m = upload_matrix(type, rows, cols, w, rb);
         float *dx = nullptr, *dy = nullptr;
         try {
             MmaScratch ws;
-            LB_CUDA_CHECK(cudaMalloc(&dx, size_t(ntok * cols) * sizeof(float)));
-            LB_CUDA_CHECK(cudaMalloc(&dy, size_t(ntok * rows) * sizeof(float)));
-            LB_CUDA_CHECK(cudaMemcpy(dx, x, size_t(ntok * cols) * sizeof(float), cudaMemcpyHostToDevice));
-            if (y0)
-                LB_CUDA_CHECK(cudaMemcpy(dy, y0, size_t(ntok * rows) * sizeof(float), cudaMemcpyHostToDevice));
-            else
-                LB_CUDA_CHECK(cudaMemset(dy, 0xFF, size_t(ntok * rows) * sizeof(float)));   // NaN: unwritten shows
+            stage(dx, dy);
             mma(m, dx, cols, ntok, dy, rows, y0 != nullptr, ws, nullptr);
             LB_CUDA_CHECK(cudaDeviceSynchronize());
             LB_CUDA_CHECK(cudaMemcpy(y, dy, size_t(ntok * rows) * sizeof(float), cudaMemcpyDeviceToHost));
@@ -708,13 +712,7 @@ int matmul_host(Type type, const void* w, int64_t rows, int64_t cols, const floa
     Q8Sums* ds = nullptr;
     const bool q8 = gemv_wants_q8(type);
     try {
-        LB_CUDA_CHECK(cudaMalloc(&dx, size_t(ntok * cols) * sizeof(float)));
-        LB_CUDA_CHECK(cudaMalloc(&dy, size_t(ntok * rows) * sizeof(float)));
-        LB_CUDA_CHECK(cudaMemcpy(dx, x, size_t(ntok * cols) * sizeof(float), cudaMemcpyHostToDevice));
-        if (y0)
-            LB_CUDA_CHECK(cudaMemcpy(dy, y0, size_t(ntok * rows) * sizeof(float), cudaMemcpyHostToDevice));
-        else
-            LB_CUDA_CHECK(cudaMemset(dy, 0xFF, size_t(ntok * rows) * sizeof(float)));   // NaN: unwritten shows
+        stage(dx, dy);
         DevAct a;
         a.f32 = dx;
         a.ld_f32 = cols;
