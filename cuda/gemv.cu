@@ -31,10 +31,17 @@ namespace {
 constexpr int kWarps = 4;   // rows per block of threads
 
 // dot(decoded unit, the 32 int8 activations at xq with their sums *xs)
-__device__ __forceinline__ float unit_dot(const Unit& un, const int8_t* __restrict__ xq, const Q8Sums* __restrict__ xs) {
+struct UnitAct {   // the int8 activations of one unit (32) and their sums
+    int4 a, b;
+    float4 s;
+};
+__device__ __forceinline__ UnitAct load_act(const int8_t* __restrict__ xq, const Q8Sums* __restrict__ xs) {
     const int4* xp = reinterpret_cast<const int4*>(xq);
-    const int4 a = __ldg(xp), b = __ldg(xp + 1);
-    const float4 s = __ldg(reinterpret_cast<const float4*>(xs));
+    return {__ldg(xp), __ldg(xp + 1), __ldg(reinterpret_cast<const float4*>(xs))};
+}
+__device__ __forceinline__ float unit_dot(const Unit& un, const UnitAct& x) {
+    const int4 a = x.a, b = x.b;
+    const float4 s = x.s;
     int lo = __dp4a(un.w[0], a.x, 0);
     lo = __dp4a(un.w[1], a.y, lo);
     lo = __dp4a(un.w[2], a.z, lo);
@@ -44,6 +51,9 @@ __device__ __forceinline__ float unit_dot(const Unit& un, const int8_t* __restri
     hi = __dp4a(un.w[6], b.z, hi);
     hi = __dp4a(un.w[7], b.w, hi);
     return s.x * (un.sc[0] * float(lo) + un.sc[1] * float(hi)) + un.of[0] * s.z + un.of[1] * s.w;
+}
+__device__ __forceinline__ float unit_dot(const Unit& un, const int8_t* __restrict__ xq, const Q8Sums* __restrict__ xs) {
+    return unit_dot(un, load_act(xq, xs));
 }
 
 // 16 bytes of weights that this thread reads once: not kept in L1
@@ -105,17 +115,48 @@ __device__ __forceinline__ void gemv_q_rows(int bx, const uint8_t* __restrict__ 
 
     issue(0, buf0);
     griddep_wait();   // weights only above this line: the activations may still be in the making
+    // One token, a whole chunk: a lane's UPL units are known before the chunk's weights
+    // arrive, so the loop over them is unrolled and the first one's activations load before
+    // the wait (Q4_K_M tg128 397 -> 405-413 t/s on the H100).  Loading two early takes 80
+    // registers instead of 56-64 and measured 383-386 (NOTES.md, session 8).
+    constexpr int UPL = CB * UNITS / 32;
+    constexpr bool kPrefetch = NT == 1 && CB * UNITS % 32 == 0 && UPL <= 4;
+    constexpr int kEarly = 1;
     for (int c = 0; c < nchunks; ++c) {
         const uint8_t* cur = (c & 1) ? buf1 : buf0;
-        if (c + 1 < nchunks) {
-            issue(c + 1, (c & 1) ? buf0 : buf1);
-            cp_async_wait<1>();
-        } else {
-            cp_async_wait<0>();
-        }
-        __syncwarp();
         const int bbase = c * CB;
         const int nu = min(CB, nblocks - bbase) * UNITS;
+        if (c + 1 < nchunks) issue(c + 1, (c & 1) ? buf0 : buf1);
+        UnitAct xa[kPrefetch ? UPL : 1];
+        if constexpr (kPrefetch) {
+            if (nu == CB * UNITS) {
+#pragma unroll
+                for (int i = 0; i < kEarly; ++i) {
+                    const int64_t ug = int64_t(bbase) * UNITS + lane + 32 * i;
+                    xa[i] = load_act(xq + int64_t(t0) * cols + ug * 32, xs + int64_t(t0) * nb32 + ug);
+                }
+            }
+        }
+        if (c + 1 < nchunks) cp_async_wait<1>();
+        else cp_async_wait<0>();
+        __syncwarp();
+        if constexpr (kPrefetch) {
+            if (nu == CB * UNITS) {
+#pragma unroll
+                for (int i = 0; i < UPL; ++i) {
+                    const int u = lane + 32 * i;
+                    if (i >= kEarly) {
+                        const int64_t ug = int64_t(bbase) * UNITS + u;
+                        xa[i] = load_act(xq + int64_t(t0) * cols + ug * 32, xs + int64_t(t0) * nb32 + ug);
+                    }
+                    Unit un;
+                    F::unit(cur + (u / UNITS) * F::BYTES, u % UNITS, un);
+                    acc[0] += unit_dot(un, xa[i]);
+                }
+                __syncwarp();
+                continue;
+            }
+        }
         for (int u = lane; u < nu; u += 32) {
             Unit un;
             F::unit(cur + (u / UNITS) * F::BYTES, u % UNITS, un);

@@ -58,6 +58,9 @@ def _gemv_case(type_name: str, rows: int, cols: int, ntok: int, seed: int, path:
 def test_gemv_matches_cpu_formats(type_name, ntok):
     kquant = type_name.endswith("_K")
     shapes = [(97, 1024), (40, 2304)] if kquant else [(97, 1024), (40, 576)]
+    # rows of several whole chunks of the shared-memory kernel and a partial last one
+    # (37 blocks of 256: 16 + 16 + 5; 296 of 32: 9 x 32 + 8)
+    shapes.append((33, 9472))
     if type_name in FLOAT_TYPES:
         shapes.append((33, 100))   # scalar tail
     for i, (rows, cols) in enumerate(shapes):
@@ -130,8 +133,9 @@ def test_gemv_tall_matrix(type_name):
 @pytest.mark.parametrize("ntok", [1, 5])
 def test_gemv_accumulates_into_y0(type_name, ntok):
     """The residual products (attention output, down projection) add to the stream:
-    y = y0 + W x, on every kernel family (planar, shared-memory, float; one token and tiles)."""
-    rows, cols = 300, 1024
+    y = y0 + W x, on every kernel family (planar, shared-memory, float; one token and tiles),
+    over rows of whole chunks and a partial last one (37 blocks of 256, 296 of 32)."""
+    rows, cols = 300, 9472
     rng = np.random.default_rng(90 + ntok)
     w = rng.standard_normal((rows, cols), dtype=np.float32)
     x = rng.standard_normal((ntok, cols), dtype=np.float32)
