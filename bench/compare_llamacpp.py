@@ -10,7 +10,9 @@ times after one warm-up each.  Prints a table of median t/s and the ratio.
 Where llama-cpp-python is not installed (the device machine), `--llama-bench PATH` runs
 llama.cpp's own llama-bench binary instead (tools/build_llama_bench.sh builds it), one
 repetition per call, still alternating with lowbit; `-ngl N` puts N layers on the GPU on
-both sides.
+both sides.  llama-bench runs an untimed warm-up (the prompt for pp, one token for tg)
+before its repetition in every call, and lowbit then does the same before each of its
+samples.
 
 Both sides pay one Python call per generated token (lowbit's Context.eval, llama-cpp-
 python's Llama.eval, which only decodes: no sampling, no logits copy), so tg compares
@@ -30,19 +32,28 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 
-def _lowbit_runner(path, n_ctx, threads, n_batch, n_gpu_layers=0):
+def _lowbit_runner(path, n_ctx, threads, n_batch, n_gpu_layers=0, warmup_each=False):
+    """warmup_each: before every timed run, the untimed warm-up that llama-bench runs before
+    its own (the whole prompt for pp, one token for tg), so that both sides' samples follow
+    the same steps when llama-bench runs one repetition per call."""
     from lowbit import _core
 
     model = _core.Model(path)
     ctx = _core.Context(model, n_ctx=n_ctx, n_threads=threads, n_batch=n_batch, n_gpu_layers=n_gpu_layers)
 
     def pp(tokens):
+        if warmup_each:
+            ctx.rewind(0)
+            ctx.eval(tokens)
         ctx.rewind(0)
         t0 = time.perf_counter()
         ctx.eval(tokens)
         return time.perf_counter() - t0
 
     def tg(tokens):
+        if warmup_each:
+            ctx.rewind(0)
+            ctx.eval(tokens[:1])
         ctx.rewind(0)
         t0 = time.perf_counter()
         for t in tokens:
@@ -101,7 +112,7 @@ def compare(path, threads, n_prompt, n_gen, reps, label=None, llama_bench=None, 
     n_ctx = max(256, -(-max(n_prompt, n_gen) // 256) * 256)
     n_batch = max(n_prompt, 1)
     sides = {
-        "lowbit": _lowbit_runner(path, n_ctx, threads, n_batch, n_gpu_layers),
+        "lowbit": _lowbit_runner(path, n_ctx, threads, n_batch, n_gpu_layers, warmup_each=bool(llama_bench)),
         "llama.cpp": (_llama_bench_runner(llama_bench, path, threads, n_gpu_layers) if llama_bench
                       else _llamacpp_runner(path, n_ctx, threads, n_batch, n_gpu_layers)),
     }
