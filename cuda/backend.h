@@ -36,6 +36,11 @@ class LlamaGpu {
     // tokens to host memory logits[n_out][n_vocab] (logits may be null when n_out == 0).
     void forward(const int32_t* tokens, int64_t n, int64_t pos0, int64_t n_out, float* logits);
 
+    // Pinned host memory for one row of logits (n_vocab floats), owned by this object: as
+    // forward's `logits` for n_out == 1, the copy back needs no staging through pageable
+    // memory (llama.cpp also keeps its outputs in pinned memory).
+    float* pinned_logits_row();
+
     // Switches (for tests and benchmarks; defaults from the environment: LOWBIT_CUDA_GRAPH,
     // LOWBIT_CUDA_MMA, LOWBIT_CUDA_PDL, each on unless set to 0).  graphs: replay the
     // one-token decode step as a CUDA graph.  mma: tensor-core products for batches of

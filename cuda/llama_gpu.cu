@@ -627,6 +627,7 @@ struct LlamaGpu::Impl {
     Q8Sums* xs = nullptr;
     int32_t* d_in = nullptr;   // [0]: position of the first token, [1..]: token ids
     int32_t* h_in = nullptr;   // pinned staging of d_in
+    float* h_logits = nullptr;   // pinned, one row of logits (pinned_logits_row)
     float* o_part = nullptr;
     float2* ml_part = nullptr;
     int64_t part_cap = 0;   // floats in o_part
@@ -637,6 +638,7 @@ struct LlamaGpu::Impl {
         for (auto& kv : graphs) cudaGraphExecDestroy(kv.second);
         for (void* p : allocs) cudaFree(p);
         if (h_in) cudaFreeHost(h_in);
+        if (h_logits) cudaFreeHost(h_logits);
         if (st) cudaStreamDestroy(st);
     }
 
@@ -932,6 +934,7 @@ LlamaGpu::LlamaGpu(const Model& m, int64_t n_ctx, bool f32_weights) : impl_(new 
     I.xs = I.alloc<Q8Sums>(T * wmax / 32);
     I.d_in = I.alloc<int32_t>(T + 1);
     LB_CUDA_CHECK(cudaMallocHost(&I.h_in, size_t(T + 1) * sizeof(int32_t)));
+    LB_CUDA_CHECK(cudaMallocHost(&I.h_logits, size_t(hp.n_vocab) * sizeof(float)));
     I.logits = I.alloc<float>(T * hp.n_vocab);
     // attention partials: at least one token at the most splits (chunk >= 32), at most 64 MB
     const int64_t one_tok = hp.n_head * ceil_div(I.n_ctx, 32) * hp.head_dim;
@@ -957,6 +960,7 @@ void LlamaGpu::set_options(bool graphs, bool mma, bool pdl) {
     I.use_mma = mma;
     I.use_pdl = pdl;
 }
+float* LlamaGpu::pinned_logits_row() { return impl_->h_logits; }
 bool LlamaGpu::graphs() const { return impl_->use_graphs; }
 bool LlamaGpu::mma() const { return impl_->use_mma; }
 bool LlamaGpu::pdl() const { return impl_->use_pdl; }

@@ -55,12 +55,20 @@ void Context::eval(const int32_t* tokens, int64_t n, bool all_logits) {
              std::to_string(n_ctx()) + " tokens");
     const int64_t n_vocab = model_.hparams().n_vocab;
     n_logit_rows_ = all_logits ? n : 1;
-    logits_.resize(size_t(n_logit_rows_ * n_vocab));
+    logits_ptr_ = nullptr;
+#ifdef LOWBIT_CUDA
+    // one row from the GPU (generation): straight into the backend's pinned buffer
+    if (gpu_ && n_logit_rows_ == 1) logits_ptr_ = gpu_->pinned_logits_row();
+#endif
+    if (!logits_ptr_) {
+        logits_.resize(size_t(n_logit_rows_ * n_vocab));
+        logits_ptr_ = logits_.data();
+    }
     for (int64_t done = 0; done < n; done += params_.n_batch) {
         const int64_t k = std::min(params_.n_batch, n - done);
         const bool last = done + k == n;
         const int64_t n_out = all_logits ? k : (last ? 1 : 0);
-        float* out = all_logits ? logits_.data() + done * n_vocab : logits_.data();
+        float* out = all_logits ? logits_ptr_ + done * n_vocab : logits_ptr_;
         float* dst = n_out ? out : nullptr;   // an inner batch whose logits nobody wants
 #ifdef LOWBIT_CUDA
         if (gpu_) {

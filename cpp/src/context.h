@@ -32,7 +32,7 @@ class Context {
     // Appends tokens at position n_past().  Keeps the logits of the last token, or of
     // every token when all_logits is true (perplexity, scoring).
     void eval(const int32_t* tokens, int64_t n, bool all_logits);
-    const float* logits() const { return logits_.data(); }
+    const float* logits() const { return logits_ptr_; }   // valid until the next eval
     int64_t n_logit_rows() const { return n_logit_rows_; }
 
     int64_t n_past() const { return n_past_; }
@@ -50,6 +50,7 @@ class Context {
     ThreadPool pool_;
     Workspace ws_;
     std::vector<float> logits_;
+    float* logits_ptr_ = nullptr;   // logits_, or the GPU backend's pinned row
     int64_t n_logit_rows_ = 0;
     int64_t n_past_ = 0;
     std::unique_ptr<cuda::LlamaGpu> gpu_;   // set when the forward pass runs on the GPU
