@@ -168,6 +168,34 @@ def test_unsupported_weight_names_the_first_one(tmp_path):
     assert _core.cuda_unsupported_weight(_core.Model(bad)) == "token_embd.weight"
 
 
+def test_context_logits_switch_between_batches_and_steps(tmp_path):
+    """A GPU context returns a one-token step's logits through the backend's pinned row and
+    a batch's (all_logits) through its own buffer: after any mix of the two, logits() is
+    the last eval's, the same as a context that only ever took one-token steps."""
+    from lowbit.tools import random_model
+
+    def close(x, ref):
+        return np.abs(x - ref).max() < 1e-2 * (ref.max() - ref.min())
+
+    path = str(tmp_path / "m.gguf")
+    random_model.make(path, "small", "Q4_0", seed=4)
+    model = _core.Model(path)
+    a = _core.Context(model, n_ctx=64, n_threads=0, n_gpu_layers=99)
+    b = _core.Context(model, n_ctx=64, n_threads=0, n_gpu_layers=99)
+    assert a.on_gpu and b.on_gpu
+    last = None
+    for chunk in ([1, 5, 9, 13, 17], [21], [25], [29, 33], [37]):
+        a.eval(chunk, all_logits=len(chunk) > 1)
+        for t in chunk:
+            b.eval([t])
+        rows = np.array(a.logits(), copy=True)
+        assert rows.shape == (len(chunk), model.n_vocab) and b.logits().shape == (1, model.n_vocab)
+        if last is not None:
+            assert not np.array_equal(rows[-1], last)   # a new row, not the previous eval's
+        last = np.array(b.logits()[0], copy=True)
+        assert close(rows[-1], last)
+
+
 def test_mixed_type_attention_matrices_decode(tmp_path):
     """llama.cpp's Q4_K_M mix stores attn_v in Q6_K in some layers (here layer 1) while q and
     k stay Q4_K: one-token steps then run q+k and v as one launch of two formats
