@@ -122,18 +122,23 @@ __device__ __forceinline__ void gemv_q_rows(int bx, const uint8_t* __restrict__ 
     constexpr int UPL = CB * UNITS / 32;
     constexpr bool kPrefetch = NT == 1 && CB * UNITS % 32 == 0 && UPL <= 4;
     constexpr int kEarly = 1;
+    // the activations of token t0 + t for the unit at column 32 * ug
+    auto act = [&](int t, int64_t ug) {
+        return load_act(xq + int64_t(t0 + t) * cols + ug * 32, xs + int64_t(t0 + t) * nb32 + ug);
+    };
     for (int c = 0; c < nchunks; ++c) {
         const uint8_t* cur = (c & 1) ? buf1 : buf0;
         const int bbase = c * CB;
         const int nu = min(CB, nblocks - bbase) * UNITS;
         if (c + 1 < nchunks) issue(c + 1, (c & 1) ? buf0 : buf1);
+        const bool whole = kPrefetch && nu == CB * UNITS;
         UnitAct xa[kPrefetch ? UPL : 1];
         if constexpr (kPrefetch) {
-            if (nu == CB * UNITS) {
+            if (whole) {
 #pragma unroll
                 for (int i = 0; i < kEarly; ++i) {
                     const int64_t ug = int64_t(bbase) * UNITS + lane + 32 * i;
-                    xa[i] = load_act(xq + int64_t(t0) * cols + ug * 32, xs + int64_t(t0) * nb32 + ug);
+                    xa[i] = act(0, ug);
                 }
             }
         }
@@ -141,13 +146,13 @@ __device__ __forceinline__ void gemv_q_rows(int bx, const uint8_t* __restrict__ 
         else cp_async_wait<0>();
         __syncwarp();
         if constexpr (kPrefetch) {
-            if (nu == CB * UNITS) {
+            if (whole) {
 #pragma unroll
                 for (int i = 0; i < UPL; ++i) {
                     const int u = lane + 32 * i;
                     if (i >= kEarly) {
                         const int64_t ug = int64_t(bbase) * UNITS + u;
-                        xa[i] = load_act(xq + int64_t(t0) * cols + ug * 32, xs + int64_t(t0) * nb32 + ug);
+                        xa[i] = act(0, ug);
                     }
                     Unit un;
                     F::unit(cur + (u / UNITS) * F::BYTES, u % UNITS, un);
@@ -163,7 +168,7 @@ __device__ __forceinline__ void gemv_q_rows(int bx, const uint8_t* __restrict__ 
             const int64_t ug = int64_t(bbase) * UNITS + u;   // column / 32
 #pragma unroll
             for (int t = 0; t < NT; ++t) {
-                if (t < nt) acc[t] += unit_dot(un, xq + int64_t(t0 + t) * cols + ug * 32, xs + int64_t(t0 + t) * nb32 + ug);
+                if (t < nt) acc[t] += unit_dot(un, act(t, ug));
             }
         }
         __syncwarp();   // everyone is done with `cur` before it is refilled
@@ -343,6 +348,11 @@ gemv_f_kernel(const uint8_t* __restrict__ W, size_t pitch, int cols, int nrows, 
 
     bool waited = false;
     float prev = 0.0f;
+    auto wait_for_activations = [&] {
+        griddep_wait();
+        waited = true;
+        prev = early_prev<NT>(y, t0, row, ldy, accumulate, lane);
+    };
     for (int base = 0; base < nv; base += 32 * U) {
         uint4 v[U];
 #pragma unroll
@@ -350,11 +360,7 @@ gemv_f_kernel(const uint8_t* __restrict__ W, size_t pitch, int cols, int nrows, 
             const int i = base + 32 * k + lane;
             if (i < nv) v[k] = __ldg(wv + i);
         }
-        if (!waited) {   // the first weights are in flight; now wait for the activations
-            griddep_wait();
-            waited = true;
-            prev = early_prev<NT>(y, t0, row, ldy, accumulate, lane);
-        }
+        if (!waited) wait_for_activations();   // the first weights are in flight
 #pragma unroll
         for (int k = 0; k < U; ++k) {
             const int i = base + 32 * k + lane;
@@ -377,10 +383,7 @@ gemv_f_kernel(const uint8_t* __restrict__ W, size_t pitch, int cols, int nrows, 
             }
         }
     }
-    if (!waited) {
-        griddep_wait();
-        prev = early_prev<NT>(y, t0, row, ldy, accumulate, lane);
-    }
+    if (!waited) wait_for_activations();
     for (int c = nv * EPV + lane; c < cols; c += 32) {
         const float w = V::elem(wrow, c);
 #pragma unroll
@@ -450,12 +453,18 @@ void launch_planar(const DevMatrix& w, const DevAct& a, int64_t ntok, float* y, 
     launch(k, grid, block, 0, st, pdl, w.data, w.pitch, nb, int(w.rows), a.q, a.s, w.cols, int(ntok), y, ldy, acc, pre);
 }
 
+// shared memory of gemv_q_kernel<F> with whole chunks (two buffers per warp)
+template <class F>
+constexpr size_t q_smem() {
+    return size_t(kWarps) * 2 * F::CHUNK * F::BYTES;
+}
+
 template <class F>
 void launch_q(const DevMatrix& w, const DevAct& a, int64_t ntok, float* y, int64_t ldy, bool accumulate,
               cudaStream_t st, bool pdl) {
     if (!a.q || !a.s) fail("gemv: " + std::string(type_name(w.type)) + " weights need int8 activations");
     const int nblocks = int(w.cols / F::QK);
-    const size_t smem = size_t(kWarps) * 2 * F::CHUNK * F::BYTES;
+    const size_t smem = q_smem<F>();
     const dim3 block(kWarps * 32);
     const int acc = accumulate ? 1 : 0;
     if constexpr (F::PNV > 0) {
@@ -680,13 +689,10 @@ bool gemv_pair(const DevMatrix& a, float* ya, const DevMatrix& b, float* yb, con
                int(b.rows), yb, x.q, x.s, a.cols);
         return true;
     };
-    auto smem = [](auto f1, auto f2) {
-        using F1 = decltype(f1);
-        using F2 = decltype(f2);
-        return size_t(kWarps) * 2 * std::max(F1::CHUNK * F1::BYTES, F2::CHUNK * F2::BYTES);
-    };
-    if (a.type == Type::Q4_K && b.type == Type::Q6_K) return go(gemv_q_pair_kernel<FQ4_K, FQ6_K>, smem(FQ4_K{}, FQ6_K{}));
-    if (a.type == Type::Q5_K && b.type == Type::Q6_K) return go(gemv_q_pair_kernel<FQ5_K, FQ6_K>, smem(FQ5_K{}, FQ6_K{}));
+    if (a.type == Type::Q4_K && b.type == Type::Q6_K)
+        return go(gemv_q_pair_kernel<FQ4_K, FQ6_K>, std::max(q_smem<FQ4_K>(), q_smem<FQ6_K>()));
+    if (a.type == Type::Q5_K && b.type == Type::Q6_K)
+        return go(gemv_q_pair_kernel<FQ5_K, FQ6_K>, std::max(q_smem<FQ5_K>(), q_smem<FQ6_K>()));
     return false;
 }
 
